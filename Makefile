@@ -1,0 +1,42 @@
+# HeartSeg developer targets. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-stamp
+TORCH := torch==2.13.0
+export HEARTSEG_SHARED_DATA ?= ../shared/data
+
+.PHONY: help install services test demo model bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -c requirements/constraints.txt -e '.[worker,test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with torch (CPU), nnunetv2 and the project (skipped when up to date)
+
+services: ## Make sure PostgreSQL and Redis answer on 127.0.0.1 (start them if not)
+	.ci/services.sh
+
+test: $(STAMP) services ## Install if needed, start the services, lint, run the test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+demo: $(STAMP) ## The most useful run so far: reference cardiac indices of the ACDC cases by group
+	@if [ -d "$(HEARTSEG_SHARED_DATA)/acdc/training" ]; then \
+		$(VENV)/bin/heartseg reference-indices "$(HEARTSEG_SHARED_DATA)/acdc/training"; \
+	else \
+		echo "ACDC data not found at $(HEARTSEG_SHARED_DATA)/acdc/training (set HEARTSEG_SHARED_DATA)"; exit 1; \
+	fi
+
+model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data (hours on 2 CPU cores)
+	$(PY) -m workers.training.recipe all
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache

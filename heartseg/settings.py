@@ -1,0 +1,60 @@
+"""One typed settings object, read from ``HEARTSEG_*`` environment variables.
+
+Every default is safe for the embedded mode (one host, no servers): SQLite in the
+working folder, results in a local folder, the model shipped with HeartSeg.
+A process reads its settings once, when it starts (:func:`get_settings`), and passes
+them where they are needed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository (or installed source tree) root, where the shipped model lives.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """HeartSeg configuration.
+
+    Each field is read from the environment variable ``HEARTSEG_<FIELD NAME>``
+    (for example ``HEARTSEG_DATABASE_URL``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HEARTSEG_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///heartseg.db",
+        description="SQLAlchemy URL of the record (PostgreSQL in production).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL (redis://host:6379/0); unset means the embedded, serverless broker.",
+    )
+    results_uri: str = Field(
+        default="heartseg-results",
+        description="Where masks are written: a local folder or s3://bucket/prefix.",
+    )
+    model_dir: Path = Field(
+        default=PROJECT_ROOT / "models" / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d",
+        description="The trained nnU-Net v2 model folder used when none is named.",
+    )
+    shared_data: Path = Field(
+        default=Path("../shared/data"),
+        description="Folder holding the shared data sets (acdc/training, sunnybrook).",
+    )
+
+    @property
+    def acdc_training_dir(self) -> Path:
+        """The folder of the real ACDC training patients inside :attr:`shared_data`."""
+        return self.shared_data / "acdc" / "training"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings once per process."""
+    return Settings()

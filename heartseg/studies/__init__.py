@@ -1,0 +1,42 @@
+"""Study formats: one in-memory :class:`Study` model and the readers that build it.
+
+=====================  ==============================================================
+Source                 Reader
+=====================  ==============================================================
+ACDC patient folder    :func:`~heartseg.studies.acdc.load_acdc_patient`
+nnU-Net raw dataset    :func:`~heartseg.studies.nnunet_raw.load_nnunet_study`
+3D or 4D NIfTI file    :func:`~heartseg.studies.nifti_files.load_nifti_study`
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from heartseg.errors import StudyError
+from heartseg.studies.acdc import is_acdc_patient, load_acdc_patient
+from heartseg.studies.model import Frame, Study, StudyInfo
+from heartseg.studies.nifti import is_nifti
+from heartseg.studies.nifti_files import load_nifti_study
+
+__all__ = ["Frame", "Study", "StudyError", "StudyInfo", "open_study"]
+
+
+def open_study(path: str | Path, *, cine: bool = True) -> Study:
+    """Load a study from an ACDC patient folder or a NIfTI file, whichever ``path`` is.
+
+    Raises
+    ------
+    StudyError
+        If ``path`` is neither, or the study is unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if is_acdc_patient(path) or not any(path.iterdir()):
+            return load_acdc_patient(path, cine=cine)
+        raise StudyError(path, "folder is not an ACDC patient folder (no Info.cfg)")
+    if is_nifti(path):
+        return load_nifti_study(path)
+    if not path.exists():
+        raise StudyError(path, "file or folder not found")
+    raise StudyError(path, "not a study: expected an ACDC patient folder or a .nii/.nii.gz file")

@@ -1,0 +1,138 @@
+"""The in-memory study model that every part of HeartSeg uses after loading.
+
+Axis order
+----------
+Volumes are numpy arrays in the voxel order of the NIfTI file they came from,
+``(x, y, z)`` = (in-plane column, in-plane row, slice), exactly as nibabel returns them;
+nothing is ever transposed or reoriented. ``spacing`` is ``(x, y, z)`` in millimetres,
+read from the header's pixel dimensions (ACDC's sform carries no spacing, so the affine
+is kept as given and never used to derive spacing). A cine is a sequence of such 3D
+frames, one per cardiac phase.
+
+Frame numbers are 1-based, as in ACDC file names, ``Info.cfg`` and DICOM, everywhere
+in HeartSeg (record, reports, file names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from heartseg.errors import StudyError
+from heartseg.labels import Phase
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One cardiac phase of a study: a 3D image and, where known, its reference labels."""
+
+    number: int
+    """1-based phase number within the cine."""
+    image: np.ndarray
+    """Float32 intensities, shape ``(x, y, z)``."""
+    reference: np.ndarray | None = None
+    """Uint8 ACDC label map with the image's shape, or None."""
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What is known about the patient and acquisition beyond the pixels."""
+
+    patient_id: str
+    group: str | None = None
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    n_frames: int | None = None
+    """Number of phases in the full cine (Info.cfg ``NbFrame``), even if fewer are loaded."""
+    heart_rate_bpm: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Study:
+    """A loaded, validated study. Once constructed it is consistent (see ``__post_init__``).
+
+    Attributes
+    ----------
+    study_id
+        A stable identifier (ACDC: ``patient001``).
+    source
+        Where it was read from (a path or URI).
+    frames
+        The loaded frames, sorted by number.
+    spacing
+        Voxel size ``(x, y, z)`` in mm.
+    affine
+        The 4x4 voxel-to-world matrix of the source file, as stored.
+    ed, es
+        1-based numbers of the end-diastolic and end-systolic frames when the source
+        states them (ACDC ``Info.cfg``); None when they must be found from volumes.
+    header
+        The source NIfTI header, kept so that masks are written in the same geometry.
+    """
+
+    study_id: str
+    source: str
+    frames: tuple[Frame, ...]
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    info: StudyInfo
+    ed: int | None = None
+    es: int | None = None
+    header: object | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise StudyError(self.source, "the study has no frames")
+        numbers = [f.number for f in self.frames]
+        if numbers != sorted(set(numbers)):
+            raise StudyError(self.source, f"frame numbers must be unique and sorted, got {numbers}")
+        shape = self.frames[0].image.shape
+        for frame in self.frames:
+            if frame.image.shape != shape:
+                raise StudyError(
+                    self.source,
+                    f"frame {frame.number} has shape {frame.image.shape}, expected {shape} like frame {numbers[0]}",
+                )
+        for name, number in (("ED", self.ed), ("ES", self.es)):
+            if number is not None and number not in numbers:
+                raise StudyError(self.source, f"{name} frame {number} is not among the loaded frames {numbers}")
+        if len(self.spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in self.spacing):
+            raise StudyError(self.source, f"voxel spacing must be three positive numbers, got {self.spacing}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The ``(x, y, z)`` shape shared by every frame."""
+        x, y, z = self.frames[0].image.shape
+        return (x, y, z)
+
+    @property
+    def frame_numbers(self) -> tuple[int, ...]:
+        """The 1-based numbers of the loaded frames."""
+        return tuple(f.number for f in self.frames)
+
+    def frame(self, number: int) -> Frame:
+        """The frame with this 1-based number.
+
+        Raises
+        ------
+        KeyError
+            If that frame was not loaded.
+        """
+        for frame in self.frames:
+            if frame.number == number:
+                return frame
+        raise KeyError(f"{self.study_id} has no frame {number}; it has {self.frame_numbers}")
+
+    def phase_of(self, number: int) -> Phase:
+        """Whether frame ``number`` is the ED frame, the ES frame or another one."""
+        if number == self.ed:
+            return Phase.ED
+        if number == self.es:
+            return Phase.ES
+        return Phase.OTHER
+
+    def frames_with_reference(self) -> Sequence[Frame]:
+        """The frames that carry a reference label map."""
+        return [f for f in self.frames if f.reference is not None]

@@ -1,0 +1,109 @@
+"""The ``heartseg`` command line.
+
+Imports neither torch nor nnunetv2 (checked by a test), so every command starts fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from heartseg.errors import HeartSegError
+from heartseg.settings import get_settings
+
+app = typer.Typer(help="HeartSeg: bulk nnU-Net v2 segmentation of cardiac cine MRI cohorts.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="Folder of predicted label maps (NIfTI).")],
+    ref: Annotated[Path, typer.Argument(help="Folder of reference label maps, matched by file name.")],
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write one row per case and structure here.")] = None,
+) -> None:
+    """Compare two folders of ACDC label maps: Dice, IoU, TP/FP/FN, HD95, ASSD, volumes.
+
+    Exits with status 1 when any case could not be evaluated (listed at the end).
+    """
+    from scheduler.evaluate import evaluate_folders, list_label_maps, summarize, write_csv
+    from scheduler.reports import structure_table
+
+    try:
+        n_cases = len(set(list_label_maps(pred)) | set(list_label_maps(ref)))
+        with _progress() as progress:
+            task = progress.add_task("evaluating", total=n_cases)
+            results = []
+            for result in evaluate_folders(pred, ref):
+                results.append(result)
+                progress.advance(task)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if csv is not None:
+        write_csv(results, csv)
+    console.print(structure_table(summarize(results), f"{pred} vs {ref}"))
+    errors = [r for r in results if r.error]
+    for result in errors:
+        err_console.print(f"[red]error[/red] {result.case}: {result.error}")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command("reference-indices")
+def reference_indices_command(
+    source: Annotated[Path | None, typer.Argument(help="Folder of ACDC patient folders.")] = None,
+) -> None:
+    """Cardiac indices of an ACDC cohort from its reference masks, by pathology group."""
+    from scheduler.reference_indices import acdc_patient_folders, reference_indices, summarize_by_group
+    from scheduler.reports import group_table
+
+    root = source or get_settings().acdc_training_dir
+    try:
+        folders = acdc_patient_folders(root)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    results = []
+    with _progress() as progress:
+        task = progress.add_task("reading references", total=len(folders))
+        for result in reference_indices(folders):
+            results.append(result)
+            progress.advance(task)
+    title = f"Reference cardiac indices of {len(folders)} patients in {root}"
+    console.print(group_table(summarize_by_group(results), title))
+    for result in results:
+        if result.error:
+            err_console.print(f"[red]error[/red] {result.patient}: {result.error}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

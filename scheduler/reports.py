@@ -1,0 +1,56 @@
+"""Rich tables for the CLI."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from scheduler.evaluate import StructureSummary
+from scheduler.reference_indices import GroupSummary
+
+
+def _num(value: float, digits: int = 3) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def structure_table(summaries: list[StructureSummary], title: str) -> Table:
+    """Per-structure means of an evaluation."""
+    table = Table(title=title)
+    for column in ("structure", "n", "Dice", "IoU", "HD95 mm", "ASSD mm", "NaN Dice", "inf dist."):
+        table.add_column(column, justify="left" if column == "structure" else "right")
+    for s in summaries:
+        table.add_row(
+            s.structure.value,
+            str(s.n),
+            _num(s.dice_mean, 4),
+            _num(s.iou_mean, 4),
+            _num(s.hd95_mean_mm, 2),
+            _num(s.assd_mean_mm, 2),
+            str(s.n_nan_dice),
+            str(s.n_inf_distance),
+        )
+    finite = [s.dice_mean for s in summaries if math.isfinite(s.dice_mean)]
+    if finite:
+        table.caption = f"mean Dice over structures: {sum(finite) / len(finite):.4f}"
+    return table
+
+
+def group_table(summaries: list[GroupSummary], title: str) -> Table:
+    """Mean (SD) of the main cardiac indices per pathology group."""
+    table = Table(title=title)
+    for column in ("group", "n", "LV EF %", "LV EDV ml", "RV EF %", "RV EDV ml", "LV mass g"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+
+    def cell(pair: tuple[float, float]) -> str:
+        return f"{_num(pair[0], 1)} ({_num(pair[1], 1)})"
+
+    for s in summaries:
+        table.add_row(s.group, str(s.n), cell(s.lv_ef), cell(s.lv_edv), cell(s.rv_ef), cell(s.rv_edv),
+                      cell(s.myo_mass))
+    table.caption = "mean (SD) from the reference masks at the ED and ES frames stated in Info.cfg"
+    return table

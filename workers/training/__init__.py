@@ -1,0 +1,1 @@
+"""The recipe that trains HeartSeg's shipped nnU-Net v2 model (``make model``)."""
