@@ -100,6 +100,21 @@ def reference_indices_command(
             err_console.print(f"[red]error[/red] {result.patient}: {result.error}")
 
 
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Folder to write the cohort into (ACDC layout).")],
+    patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed writes the same cohort.")] = 0,
+) -> None:
+    """Write a synthetic cine MRI phantom cohort with exactly known volumes (Truth.json per patient)."""
+    from heartseg.phantom import write_cohort
+
+    with _progress() as progress:
+        task = progress.add_task("writing phantoms", total=patients)
+        truths = write_cohort(out, patients, seed, on_patient=lambda _: progress.advance(task))
+    console.print(f"wrote {len(truths)} phantom patients to {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
