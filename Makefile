@@ -28,12 +28,14 @@ test: $(STAMP) services ## Install if needed, start the services, lint, run the 
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-demo: $(STAMP) ## The most useful run so far: reference cardiac indices of the ACDC cases by group
+demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when present) with the shipped model
+	$(VENV)/bin/heartseg demo
 	@if [ -d "$(HEARTSEG_SHARED_DATA)/acdc/training" ]; then \
 		$(VENV)/bin/heartseg reference-indices "$(HEARTSEG_SHARED_DATA)/acdc/training"; \
-	else \
-		echo "ACDC data not found at $(HEARTSEG_SHARED_DATA)/acdc/training (set HEARTSEG_SHARED_DATA)"; exit 1; \
 	fi
+
+bench: $(STAMP) ## Measure inference speed and memory (writes docs/bench-inference.md)
+	$(PY) -m bench.inference
 
 model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data (hours on 2 CPU cores)
 	$(PY) -m workers.training.recipe all

@@ -43,10 +43,24 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "models" / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d",
         description="The trained nnU-Net v2 model folder used when none is named.",
     )
+    trusted_model_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders whose models may be loaded (JSON list), besides the shipped models and model_dir.",
+    )
+    folds: list[str] | None = Field(default=None, description="Folds to ensemble; unset: every fold present.")
+    checkpoint_name: str = Field(default="checkpoint_final.pth", description="Checkpoint file inside each fold.")
+    use_mirroring: bool = Field(default=True, description="Test-time augmentation by mirroring.")
+    tile_step_size: float = Field(default=0.5, gt=0, le=1, description="Sliding-window step, fraction of a patch.")
+    device: str = Field(default="auto", description="'cuda', 'cpu' or 'auto' (cuda when available).")
     shared_data: Path = Field(
         default=Path("../shared/data"),
         description="Folder holding the shared data sets (acdc/training, sunnybrook).",
     )
+
+    @property
+    def trusted_roots(self) -> list[Path]:
+        """The shipped models folder, the configured model folder, and any added roots."""
+        return [PROJECT_ROOT / "models", self.model_dir, *self.trusted_model_roots]
 
     @property
     def acdc_training_dir(self) -> Path:

@@ -5,6 +5,7 @@ Imports neither torch nor nnunetv2 (checked by a test), so every command starts 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -113,6 +114,64 @@ def phantom(
         task = progress.add_task("writing phantoms", total=patients)
         truths = write_cohort(out, patients, seed, on_patient=lambda _: progress.advance(task))
     console.print(f"wrote {len(truths)} phantom patients to {out}")
+
+
+@app.command()
+def predict(
+    in_dir: Annotated[Path, typer.Argument(help="Folder of NIfTI images (3D frames or 4D cines).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the label maps (same names; '_0000' dropped).")],
+    model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
+    no_tta: Annotated[bool, typer.Option("--no-tta", help="Disable mirroring test-time augmentation.")] = False,
+) -> None:
+    """Segment every NIfTI image in a folder with an nnU-Net v2 model, in this process."""
+    from heartseg.studies.nifti import is_nifti
+
+    settings = get_settings()
+    n_files = sum(1 for p in in_dir.glob("*") if p.is_file() and is_nifti(p)) if in_dir.is_dir() else 0
+    try:
+        from workers.inference.folder import predict_folder  # imports torch: only this command needs it
+        from workers.inference.predictor import Segmenter
+
+        segmenter = Segmenter.from_settings(settings, model_dir=model, use_mirroring=False if no_tta else None)
+        with _progress() as progress:
+            task = progress.add_task("segmenting", total=n_files)
+            results = predict_folder(segmenter, in_dir, out_dir, on_file=lambda _: progress.advance(task))
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    done = [r for r in results if r.output]
+    console.print(f"segmented {len(done)} of {len(results)} images into {out_dir} (model {segmenter.fingerprint[:12]})")
+    for result in results:
+        if result.error:
+            err_console.print(f"[red]error[/red] {result.source.name}: {result.error}")
+    if len(done) < len(results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path("demo-output"),
+    phantoms: Annotated[int, typer.Option("--phantoms", min=1, help="Phantom patients to generate.")] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 2026,
+    no_tta: Annotated[bool, typer.Option("--no-tta", help="Disable mirroring test-time augmentation.")] = True,
+) -> None:
+    """Segment a phantom cohort (and ACDC's validation patients when present) with the shipped model."""
+    from scheduler.demo import demo_cohorts, segment_cohort
+    from scheduler.evaluate import summarize
+    from scheduler.reports import ef_table, structure_table
+    from workers.inference.predictor import Segmenter  # imports torch: only this command needs it
+
+    settings = get_settings()
+    cohorts = demo_cohorts(settings, out, phantoms, seed)
+    segmenter = Segmenter.from_settings(settings, use_mirroring=False if no_tta else None)
+    for name, folders in cohorts.items():
+        with _progress() as progress:
+            task = progress.add_task(f"segmenting {name}", total=2 * len(folders))
+            advance = functools.partial(progress.advance, task)
+            outcome = segment_cohort(name, folders, out, segmenter.segment, on_frame=advance)
+        title = f"{name}: {len(folders)} patients, ED and ES, model {segmenter.fingerprint[:12]}"
+        console.print(structure_table(summarize(outcome.results), title))
+        console.print(ef_table(outcome.indices, outcome.truth_ef, f"{name}: LV ejection fraction (%)"))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from scheduler.evaluate import StructureSummary
 from scheduler.reference_indices import GroupSummary
+from workers.indices import CardiacIndices
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -53,4 +54,17 @@ def group_table(summaries: list[GroupSummary], title: str) -> Table:
         table.add_row(s.group, str(s.n), cell(s.lv_ef), cell(s.lv_edv), cell(s.rv_ef), cell(s.rv_edv),
                       cell(s.myo_mass))
     table.caption = "mean (SD) from the reference masks at the ED and ES frames stated in Info.cfg"
+    return table
+
+
+def ef_table(indices: dict[str, tuple[CardiacIndices, CardiacIndices]], truth_ef: dict[str, float],
+             title: str) -> Table:
+    """LV EF per patient from predicted masks, reference masks and (phantoms) the analytic truth."""
+    table = Table(title=title)
+    for column in ("patient", "pred", "ref", "truth", "pred - ref"):
+        table.add_column(column, justify="left" if column == "patient" else "right")
+    for patient, (pred, ref) in sorted(indices.items()):
+        truth = truth_ef.get(patient, math.nan)
+        table.add_row(patient, _num(pred.lv_ef_pct, 1), _num(ref.lv_ef_pct, 1), _num(truth, 1),
+                      _num(pred.lv_ef_pct - ref.lv_ef_pct, 1))
     return table

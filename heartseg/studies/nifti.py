@@ -150,3 +150,21 @@ def strip_nifti_suffix(name: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, header: object | None = None) -> Path:
+    """Write a uint8 label map with the source's geometry (its affine and, when given, header).
+
+    The header is copied so qform/sform codes and pixel dimensions round-trip exactly; its
+    data type and scaling are reset for labels.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = header.copy() if isinstance(header, nib.Nifti1Header) else None
+    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine, source)
+    image.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1.0, 0.0)
+    if source is not None and labels.ndim < source["dim"][0]:
+        image.header.set_zooms(source.get_zooms()[: labels.ndim])
+    nib.save(image, path)
+    return path

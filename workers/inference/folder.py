@@ -1,0 +1,63 @@
+"""Segment every NIfTI image of a folder into same-named label maps (``heartseg predict``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from heartseg.errors import StudyError
+from heartseg.studies.nifti import as_image, is_nifti, read_volume, strip_nifti_suffix, write_label_map
+from workers.inference.predictor import Segmenter
+
+#: nnU-Net's channel suffix, dropped from output names so they match the reference names.
+CHANNEL_SUFFIX = "_0000"
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """One input file's outcome."""
+
+    source: Path
+    output: Path | None = None
+    error: str | None = None
+
+
+def output_name(source: Path) -> str:
+    """``case_0000.nii.gz`` -> ``case.nii.gz``; other names are kept."""
+    stem = strip_nifti_suffix(source.name)
+    if stem.endswith(CHANNEL_SUFFIX):
+        stem = stem[: -len(CHANNEL_SUFFIX)]
+    return stem + ".nii.gz"
+
+
+def predict_file(segmenter: Segmenter, source: Path, out_dir: Path) -> PredictResult:
+    """Segment one 3D image or 4D cine (each phase) and write the label map beside the others."""
+    try:
+        volume = read_volume(source, ndims=(3, 4))
+        spacing = volume.spacing[:3]
+        if volume.data.ndim == 3:
+            labels = segmenter.segment(as_image(volume), spacing)
+        else:
+            phases = [segmenter.segment(as_image(volume, volume.data[..., t]), spacing)
+                      for t in range(volume.data.shape[3])]
+            labels = np.stack(phases, axis=-1)
+    except StudyError as exc:
+        return PredictResult(source, error=str(exc))
+    target = write_label_map(out_dir / output_name(source), labels, volume.affine, volume.header)
+    return PredictResult(source, output=target)
+
+
+def predict_folder(segmenter: Segmenter, in_dir: Path, out_dir: Path,
+                   on_file: Callable[[Path], None] | None = None) -> list[PredictResult]:
+    """Segment every ``.nii``/``.nii.gz`` file in ``in_dir`` into ``out_dir``."""
+    if not in_dir.is_dir():
+        raise StudyError(in_dir, "folder not found")
+    results = []
+    for source in sorted(p for p in in_dir.iterdir() if p.is_file() and is_nifti(p)):
+        results.append(predict_file(segmenter, source, out_dir))
+        if on_file is not None:
+            on_file(source)
+    return results
