@@ -174,6 +174,55 @@ def demo(
         console.print(ef_table(outcome.indices, outcome.truth_ef, f"{name}: LV ejection fraction (%)"))
 
 
+db_app = typer.Typer(help="The record: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the schema migrations to HEARTSEG_DATABASE_URL."""
+    from db.migrate import upgrade
+    from db.session import make_engine
+
+    engine = make_engine(get_settings().database_url)
+    upgrade(engine, revision)
+    console.print(f"record at {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
+
+
+@app.command()
+def report(run: Annotated[str, typer.Argument(help="Run name.")]) -> None:
+    """Cohort statistics of a run: status, Dice/HD95 by group, index agreement, failures."""
+    from db.queries import run_report
+    from db.session import open_record
+    from scheduler.reports import record_tables
+
+    try:
+        tables = record_tables(run_report(open_record(get_settings().database_url), run), run)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for table in tables:
+        console.print(table)
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    metrics: Annotated[Path | None, typer.Option("--metrics", help="CSV of per-frame, per-structure metrics.")] = None,
+    indices: Annotated[Path | None, typer.Option("--indices", help="CSV of cardiac indices (pred and ref).")] = None,
+) -> None:
+    """Write a run's long tables as CSV."""
+    from db.queries import export_run
+    from db.session import open_record
+
+    try:
+        n_metrics, n_indices = export_run(open_record(get_settings().database_url), run, metrics, indices)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"wrote {n_metrics} metric rows and {n_indices} index rows")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

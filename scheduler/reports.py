@@ -68,3 +68,33 @@ def ef_table(indices: dict[str, tuple[CardiacIndices, CardiacIndices]], truth_ef
         table.add_row(patient, _num(pred.lv_ef_pct, 1), _num(ref.lv_ef_pct, 1), _num(truth, 1),
                       _num(pred.lv_ef_pct - ref.lv_ef_pct, 1))
     return table
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return _num(value, 3)
+    return str(value)
+
+
+def _rows_table(title: str, rows: list[dict[str, object]]) -> Table:
+    table = Table(title=title, min_width=len(title) + 4)  # keep the title on one line
+    if not rows:
+        table.add_column("(none)")
+        return table
+    for column in rows[0]:
+        table.add_column(column, justify="left" if isinstance(rows[0][column], str) else "right")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    return table
+
+
+def record_tables(report: dict[str, list[dict[str, object]]], run: str) -> list[Table]:
+    """The tables of ``heartseg report`` from :func:`db.queries.run_report`."""
+    return [
+        _rows_table(f"{run}: studies by status", report["status"]),
+        _rows_table(f"{run}: Dice and HD95 (mm) by pathology group and structure", report["metrics"]),
+        _rows_table(f"{run}: cardiac indices, predicted vs reference (Bland-Altman)", report["agreement"]),
+        _rows_table(f"{run}: failure reasons", report["failures"]),
+    ]

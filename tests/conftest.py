@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -39,3 +40,40 @@ def write_nifti(path: Path, data: np.ndarray, spacing: tuple[float, ...] = (1.5,
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, path)
     return path
+
+
+# --- the record: a fresh PostgreSQL database per test, or a fresh SQLite file ---------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("HEARTSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database on the real server, dropped after the test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"heartseg_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'record.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def record_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once on PostgreSQL and once on SQLite."""
+    return request.getfixturevalue("postgres_url" if request.param == "postgresql" else "sqlite_url")

@@ -1,0 +1,83 @@
+"""Cohort questions answered from the views, and the long export tables."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from heartseg.errors import HeartSegError
+
+METRICS_COLUMNS = ("study", "phase", "frame", "structure", "dice", "iou", "tp", "fp", "fn", "hd95_mm", "assd_mm",
+                   "vol_pred_ml", "vol_ref_ml")
+INDICES_COLUMNS = ("study", "group", "source", "lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml",
+                   "rv_esv_ml", "rv_sv_ml", "rv_ef_pct", "myo_mass_g")
+
+_METRICS_SQL = """
+SELECT s.patient_id AS study, m.phase, m.frame, m.structure, m.dice, m.iou, m.tp, m.fp, m.fn, m.hd95_mm, m.assd_mm,
+       m.vol_pred_ml, m.vol_ref_ml
+FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run
+ORDER BY s.patient_id, m.frame, CASE m.structure WHEN 'RV' THEN 1 WHEN 'MYO' THEN 2 ELSE 3 END
+"""
+_INDICES_SQL = """
+SELECT s.patient_id AS study, s.pathology_group AS "group", c.source, c.lv_edv_ml, c.lv_esv_ml, c.lv_sv_ml,
+       c.lv_ef_pct, c.rv_edv_ml, c.rv_esv_ml, c.rv_sv_ml, c.rv_ef_pct, c.myo_mass_g
+FROM cardiac_indices c JOIN studies s ON s.id = c.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run
+ORDER BY s.patient_id, c.source
+"""
+
+
+class UnknownRunError(HeartSegError):
+    """No run of that name in the record."""
+
+
+def fetch(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of a query as dictionaries."""
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(text(sql), params)]
+
+
+def require_run(engine: Engine, run: str) -> None:
+    """Raise :class:`UnknownRunError` naming the runs that exist."""
+    names = [r["name"] for r in fetch(engine, "SELECT name FROM runs ORDER BY created_at, id")]
+    if run not in names:
+        raise UnknownRunError(f"no run named {run!r} in the record; runs: {', '.join(names) or 'none'}")
+
+
+def run_report(engine: Engine, run: str) -> dict[str, list[dict[str, Any]]]:
+    """Everything ``heartseg report`` shows for a run, from the views."""
+    require_run(engine, run)
+    return {
+        "status": fetch(engine, "SELECT status, n_studies FROM run_status_counts WHERE run = :run ORDER BY status",
+                        run=run),
+        "metrics": fetch(engine, "SELECT pathology_group, structure, measure, n, mean, sd, median "
+                                 "FROM cohort_metric_stats WHERE run = :run "
+                                 "ORDER BY measure, pathology_group, structure", run=run),
+        "agreement": fetch(engine, "SELECT index_name, n, mean_pred, mean_ref, bias, sd_diff, loa_lower, loa_upper "
+                                   "FROM run_index_agreement WHERE run = :run ORDER BY index_name", run=run),
+        "failures": fetch(engine, "SELECT error, n_studies FROM run_failures WHERE run = :run "
+                                  "ORDER BY n_studies DESC", run=run),
+    }
+
+
+def _write(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    return len(rows)
+
+
+def export_run(engine: Engine, run: str, metrics_csv: Path | None, indices_csv: Path | None) -> tuple[int, int]:
+    """Write the run's metrics and indices long tables (NULL as an empty cell); returns the row counts."""
+    require_run(engine, run)
+    n_metrics = _write(metrics_csv, METRICS_COLUMNS, fetch(engine, _METRICS_SQL, run=run)) if metrics_csv else 0
+    n_indices = _write(indices_csv, INDICES_COLUMNS, fetch(engine, _INDICES_SQL, run=run)) if indices_csv else 0
+    return n_metrics, n_indices

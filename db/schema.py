@@ -1,0 +1,226 @@
+"""The record's schema: SQLAlchemy 2.0 typed ORM tables.
+
+Names are chosen for people writing SQL by hand: one table per thing, plural names,
+``<table>_id`` foreign keys, units in column names (``_ml``, ``_mm``, ``_pct``, ``_g``).
+Undefined values (Dice of two empty masks, a distance to an empty mask) are stored as
+NULL, so ``avg()`` and friends skip them.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from heartseg.labels import Phase, Structure
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names for migrations."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StudyStatus(enum.StrEnum):
+    """Where a study is in its life (see DESIGN.md)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SEGMENTED = "segmented"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class IndexSource(enum.StrEnum):
+    """Whose masks the cardiac indices were computed from."""
+
+    PRED = "pred"
+    REF = "ref"
+
+
+def _enum(kind: type[enum.Enum], name: str) -> Enum:
+    return Enum(kind, name=name, native_enum=False, create_constraint=True, length=16,
+                values_callable=lambda members: [m.value for m in members], validate_strings=True)
+
+
+IntPK = Annotated[int, mapped_column(Integer, primary_key=True)]
+Created = Annotated[datetime, mapped_column(DateTime(timezone=True), server_default=func.now())]
+Ml = Annotated[float | None, mapped_column(Float)]
+
+
+class Model(Base):
+    """A trained nnU-Net model as used: its fingerprint plus the inference settings."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("fingerprint", "use_mirroring", "tile_step_size"),)
+
+    id: Mapped[IntPK]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    configuration: Mapped[str | None] = mapped_column(String(64))
+    folds: Mapped[str] = mapped_column(String(64))
+    checkpoint_name: Mapped[str] = mapped_column(String(128))
+    use_mirroring: Mapped[bool]
+    tile_step_size: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[Created]
+
+
+class Run(Base):
+    """One reprocessing job: a source, a model, the frames asked for."""
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint("frames IN ('ed-es', 'all')", name="frames"),)
+
+    id: Mapped[IntPK]
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    frames: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[Created]
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Study(Base):
+    """One patient or series within a run, and where it is in its life."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        UniqueConstraint("run_id", "source_uri"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+    )
+
+    id: Mapped[IntPK]
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    patient_id: Mapped[str] = mapped_column(String(200))
+    pathology_group: Mapped[str | None] = mapped_column(String(32))
+    height_cm: Mapped[float | None]
+    weight_kg: Mapped[float | None]
+    n_frames: Mapped[int | None]
+    ed_frame: Mapped[int | None]
+    es_frame: Mapped[int | None]
+    phase_source: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[StudyStatus] = mapped_column(_enum(StudyStatus, "study_status"), default=StudyStatus.QUEUED,
+                                                index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[Created]
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    segmented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    load_s: Mapped[float | None]
+    predict_s: Mapped[float | None]
+    write_s: Mapped[float | None]
+    metrics_s: Mapped[float | None]
+
+
+class Mask(Base):
+    """One predicted label map: a study frame segmented by a model."""
+
+    __tablename__ = "masks"
+    __table_args__ = (UniqueConstraint("study_id", "model_id", "frame"),)
+
+    id: Mapped[IntPK]
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    frame: Mapped[int]
+    phase: Mapped[Phase] = mapped_column(_enum(Phase, "phase"))
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    shape: Mapped[str] = mapped_column(String(64))
+    spacing_x_mm: Mapped[float]
+    spacing_y_mm: Mapped[float]
+    spacing_z_mm: Mapped[float]
+    created_at: Mapped[Created]
+
+
+class Metric(Base):
+    """Agreement of one structure in one frame with its reference."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("study_id", "model_id", "frame", "structure"),
+        CheckConstraint("dice IS NULL OR (dice >= 0 AND dice <= 1)", name="dice_range"),
+        CheckConstraint("iou IS NULL OR (iou >= 0 AND iou <= 1)", name="iou_range"),
+        CheckConstraint("(dice IS NULL) = (tp + fp + fn = 0)", name="dice_defined"),
+        CheckConstraint("tp >= 0 AND fp >= 0 AND fn >= 0", name="counts"),
+        CheckConstraint("vol_pred_ml >= 0 AND vol_ref_ml >= 0", name="volumes"),
+        CheckConstraint("hd95_mm IS NULL OR hd95_mm >= 0", name="hd95"),
+        CheckConstraint("assd_mm IS NULL OR assd_mm >= 0", name="assd"),
+    )
+
+    id: Mapped[IntPK]
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    frame: Mapped[int]
+    phase: Mapped[Phase] = mapped_column(_enum(Phase, "phase"))
+    structure: Mapped[Structure] = mapped_column(_enum(Structure, "structure"))
+    dice: Mapped[float | None]
+    iou: Mapped[float | None]
+    tp: Mapped[int]
+    fp: Mapped[int]
+    fn: Mapped[int]
+    hd95_mm: Mapped[float | None]
+    assd_mm: Mapped[float | None]
+    vol_pred_ml: Mapped[float]
+    vol_ref_ml: Mapped[float]
+
+
+class CardiacIndex(Base):
+    """Cardiac indices of a study from predicted (``pred``) or reference (``ref``) masks."""
+
+    __tablename__ = "cardiac_indices"
+    __table_args__ = (
+        UniqueConstraint("study_id", "model_id", "source"),
+        CheckConstraint("lv_edv_ml >= 0 AND lv_esv_ml >= 0 AND rv_edv_ml >= 0 AND rv_esv_ml >= 0", name="volumes"),
+        CheckConstraint("myo_mass_g >= 0", name="mass"),
+    )
+
+    id: Mapped[IntPK]
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    source: Mapped[IndexSource] = mapped_column(_enum(IndexSource, "index_source"))
+    ed_frame: Mapped[int]
+    es_frame: Mapped[int]
+    phase_source: Mapped[str] = mapped_column(String(16))
+    lv_edv_ml: Mapped[float]
+    lv_esv_ml: Mapped[float]
+    lv_sv_ml: Mapped[float]
+    lv_ef_pct: Mapped[float | None]
+    rv_edv_ml: Mapped[float]
+    rv_esv_ml: Mapped[float]
+    rv_sv_ml: Mapped[float]
+    rv_ef_pct: Mapped[float | None]
+    myo_mass_g: Mapped[float]
+    bsa_m2: Mapped[Ml]
+    lv_edv_index_ml_m2: Mapped[Ml]
+    lv_esv_index_ml_m2: Mapped[Ml]
+    rv_edv_index_ml_m2: Mapped[Ml]
+    rv_esv_index_ml_m2: Mapped[Ml]
+    myo_mass_index_g_m2: Mapped[Ml]
+    lv_cardiac_output_l_min: Mapped[Ml]

@@ -1,0 +1,56 @@
+"""heartseg db upgrade / report / export against a real record."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from db.queries import INDICES_COLUMNS, METRICS_COLUMNS
+from db.session import open_record
+from tests.record_fixtures import new_run, write_results
+
+
+def heartseg(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HEARTSEG_DATABASE_URL": url, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+def test_upgrade_report_export(record_url: str, tmp_path: Path) -> None:
+    result = heartseg(record_url, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    engine = open_record(record_url)
+    model_id, studies = new_run(engine, "cohort-1", sources=["/d/patient001", "/d/patient002"], groups=["NOR", "DCM"])
+    for study_id in studies.values():
+        write_results(engine, study_id, model_id)
+    engine.dispose()
+
+    report = heartseg(record_url, "report", "cohort-1")
+    assert report.returncode == 0, report.stderr
+    for heading in ("studies by status", "Dice and HD95", "Bland-Altman", "failure reasons"):
+        assert heading in report.stdout
+    assert "lv_ef_pct" in report.stdout
+
+    metrics, indices = tmp_path / "m.csv", tmp_path / "i.csv"
+    exported = heartseg(record_url, "export", "cohort-1", "--metrics", str(metrics), "--indices", str(indices))
+    assert exported.returncode == 0, exported.stderr
+    with metrics.open() as handle:
+        metric_rows = list(csv.DictReader(handle))
+    with indices.open() as handle:
+        index_rows = list(csv.DictReader(handle))
+    assert tuple(metric_rows[0]) == METRICS_COLUMNS
+    assert tuple(index_rows[0]) == INDICES_COLUMNS
+    assert len(metric_rows) == 2 * 2 * 3 and len(index_rows) == 2 * 2
+    first = metric_rows[0]
+    assert (first["study"], first["phase"], first["frame"], first["structure"]) == ("/d/patient001", "ED", "1", "RV")
+    assert float(first["dice"]) == pytest.approx(0.8)
+    assert {(r["study"], r["group"], r["source"]) for r in index_rows} >= {("/d/patient002", "DCM", "pred")}
+
+    missing = heartseg(record_url, "report", "nope")
+    assert missing.returncode == 2
+    assert "no run named 'nope'" in missing.stderr and "cohort-1" in missing.stderr
