@@ -321,12 +321,13 @@ def write_patient(folder: Path, params: PhantomParameters) -> dict[str, object]:
     return truth
 
 
-def write_cohort(out: Path, n_patients: int, seed: int, on_patient: object = None) -> list[dict[str, object]]:
-    """Write ``n_patients`` phantoms named ``phantom001``... into ``out``; returns their truth records."""
+def write_cohort(out: Path, n_patients: int, seed: int, on_patient: object = None,
+                 prefix: str = "phantom") -> list[dict[str, object]]:
+    """Write ``n_patients`` phantoms named ``<prefix>001``... into ``out``; returns their truth records."""
     rng = np.random.default_rng(seed)
     truths = []
     for index in range(1, n_patients + 1):
-        params = draw_parameters(f"phantom{index:03d}", rng)
+        params = draw_parameters(f"{prefix}{index:03d}", rng)
         truths.append(write_patient(out / params.patient_id, params))
         if callable(on_patient):
             on_patient(params.patient_id)

@@ -5,7 +5,6 @@ Imports neither torch nor nnunetv2 (checked by a test), so every command starts 
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -150,28 +149,33 @@ def predict(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path("demo-output"),
+    out: Annotated[Path, typer.Option("--out", help="Working folder of the demo (its record and masks).")] = Path(
+        "demo-output"),
     phantoms: Annotated[int, typer.Option("--phantoms", min=1, help="Phantom patients to generate.")] = 4,
     seed: Annotated[int, typer.Option("--seed")] = 2026,
-    no_tta: Annotated[bool, typer.Option("--no-tta", help="Disable mirroring test-time augmentation.")] = True,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation.")] = False,
 ) -> None:
-    """Segment a phantom cohort (and ACDC's validation patients when present) with the shipped model."""
-    from scheduler.demo import demo_cohorts, segment_cohort
-    from scheduler.evaluate import summarize
-    from scheduler.reports import ef_table, structure_table
-    from workers.inference.predictor import Segmenter  # imports torch: only this command needs it
+    """Run the main job in one process on phantoms (and ACDC's validation patients) and report from the record."""
+    from db.queries import run_report
+    from db.session import open_record
+    from scheduler.demo import demo_cohorts, phantom_ef_rows, run_demo
+    from scheduler.reports import record_tables, rows_table
 
     settings = get_settings()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "record.db").unlink(missing_ok=True)
+    engine = open_record(f"sqlite:///{(out / 'record.db').resolve()}")
     cohorts = demo_cohorts(settings, out, phantoms, seed)
-    segmenter = Segmenter.from_settings(settings, use_mirroring=False if no_tta else None)
-    for name, folders in cohorts.items():
-        with _progress() as progress:
-            task = progress.add_task(f"segmenting {name}", total=2 * len(folders))
-            advance = functools.partial(progress.advance, task)
-            outcome = segment_cohort(name, folders, out, segmenter.segment, on_frame=advance)
-        title = f"{name}: {len(folders)} patients, ED and ES, model {segmenter.fingerprint[:12]}"
-        console.print(structure_table(summarize(outcome.results), title))
-        console.print(ef_table(outcome.indices, outcome.truth_ef, f"{name}: LV ejection fraction (%)"))
+    with _progress() as progress:
+        task = progress.add_task("segmenting and evaluating", total=sum(len(c.folders) for c in cohorts))
+        fingerprint = run_demo(engine, settings, cohorts, out, tta, on_study=lambda _: progress.advance(task))
+    mirroring = "on" if tta else "off"
+    console.print(f"model {fingerprint[:16]}, test-time mirroring {mirroring}; record: {out / 'record.db'}")
+    for cohort in cohorts:
+        for table in record_tables(run_report(engine, cohort.run), cohort.run):
+            console.print(table)
+    console.print(rows_table("demo-phantoms: LV EF (%) from predicted masks, reference masks, analytic truth",
+                             phantom_ef_rows(engine, "demo-phantoms")))
 
 
 db_app = typer.Typer(help="The record: migrations.", no_args_is_help=True)

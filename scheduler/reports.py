@@ -8,7 +8,6 @@ from rich.table import Table
 
 from scheduler.evaluate import StructureSummary
 from scheduler.reference_indices import GroupSummary
-from workers.indices import CardiacIndices
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -57,19 +56,6 @@ def group_table(summaries: list[GroupSummary], title: str) -> Table:
     return table
 
 
-def ef_table(indices: dict[str, tuple[CardiacIndices, CardiacIndices]], truth_ef: dict[str, float],
-             title: str) -> Table:
-    """LV EF per patient from predicted masks, reference masks and (phantoms) the analytic truth."""
-    table = Table(title=title)
-    for column in ("patient", "pred", "ref", "truth", "pred - ref"):
-        table.add_column(column, justify="left" if column == "patient" else "right")
-    for patient, (pred, ref) in sorted(indices.items()):
-        truth = truth_ef.get(patient, math.nan)
-        table.add_row(patient, _num(pred.lv_ef_pct, 1), _num(ref.lv_ef_pct, 1), _num(truth, 1),
-                      _num(pred.lv_ef_pct - ref.lv_ef_pct, 1))
-    return table
-
-
 def _cell(value: object) -> str:
     if value is None:
         return "-"
@@ -78,7 +64,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _rows_table(title: str, rows: list[dict[str, object]]) -> Table:
+def rows_table(title: str, rows: list[dict[str, object]]) -> Table:
     table = Table(title=title, min_width=len(title) + 4)  # keep the title on one line
     if not rows:
         table.add_column("(none)")
@@ -93,8 +79,8 @@ def _rows_table(title: str, rows: list[dict[str, object]]) -> Table:
 def record_tables(report: dict[str, list[dict[str, object]]], run: str) -> list[Table]:
     """The tables of ``heartseg report`` from :func:`db.queries.run_report`."""
     return [
-        _rows_table(f"{run}: studies by status", report["status"]),
-        _rows_table(f"{run}: Dice and HD95 (mm) by pathology group and structure", report["metrics"]),
-        _rows_table(f"{run}: cardiac indices, predicted vs reference (Bland-Altman)", report["agreement"]),
-        _rows_table(f"{run}: failure reasons", report["failures"]),
+        rows_table(f"{run}: studies by status", report["status"]),
+        rows_table(f"{run}: Dice and HD95 (mm) by pathology group and structure", report["metrics"]),
+        rows_table(f"{run}: cardiac indices, predicted vs reference (Bland-Altman)", report["agreement"]),
+        rows_table(f"{run}: failure reasons", report["failures"]),
     ]

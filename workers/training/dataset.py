@@ -13,14 +13,14 @@ LABELS = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
 
 
 def convert_acdc(acdc_training: Path, raw_root: Path, patients: tuple[str, ...]) -> Path:
-    """Write the ED and ES frames of ``patients`` as cases ``patientNNN_frameXX``.
+    """Write the ED and ES frames of ``patients`` (ACDC-layout folders) as cases ``<patient>_frameXX``.
 
-    Returns the dataset folder. Existing files are kept (the conversion is idempotent).
+    Returns the dataset folder. Existing cases are kept (the conversion is idempotent), so
+    several calls add up (ACDC patients, then phantoms).
     """
     out = raw_root / DATASET_NAME
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
-    n_cases = 0
     for patient in patients:
         folder = acdc_training / patient
         info = read_info_cfg(folder / "Info.cfg")
@@ -28,7 +28,7 @@ def convert_acdc(acdc_training: Path, raw_root: Path, patients: tuple[str, ...])
             case = f"{patient}_frame{number:02d}"
             _copy(folder / f"{case}.nii.gz", out / "imagesTr" / f"{case}_0000.nii.gz")
             _copy(folder / f"{case}_gt.nii.gz", out / "labelsTr" / f"{case}.nii.gz")
-            n_cases += 1
+    n_cases = len(list((out / "imagesTr").glob("*_0000.nii.gz")))
     dataset = {
         "channel_names": {"0": "cineMRI"},
         "labels": LABELS,

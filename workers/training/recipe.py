@@ -5,12 +5,18 @@ Steps (each resumable; rerunning skips what is done):
 1. ``prepare``: convert the 100 ACDC patients to ``Dataset027_ACDC`` (ED and ES frames as
    cases), extract nnU-Net's fingerprint, plan with nnunetv2's ``ExperimentPlanner``, derive
    the reduced ``HeartSegPlans`` 2d configuration, preprocess, and write the patient split.
-2. ``train``: train fold 0 with :class:`~workers.training.trainer.HeartSegTrainer` through
-   nnunetv2's Python API; an interrupted run continues from ``checkpoint_latest.pth``.
-3. ``export``: write the model folder in nnU-Net's trained-model layout with the optimiser
+2. ``train --stop-after 17``: train fold 0 with :class:`~workers.training.trainer.HeartSegTrainer`
+   through nnunetv2's Python API on the 80 ACDC training patients for the first 17 of the 48
+   epochs (an interrupted run continues from ``checkpoint_latest.pth``).
+3. ``add-phantoms``: generate 40 phantom patients (seed 777, named ``synthNNN``), add their ED
+   and ES frames to the dataset and to the training split, preprocess again.
+4. ``train``: continue the same schedule to epoch 48 on ACDC + phantoms, so that the model
+   segments both real hearts and the phantoms used by the tests and the demo.
+5. ``export``: write the model folder in nnU-Net's trained-model layout with the optimiser
    state removed (``models/Dataset027_ACDC/nnUNetTrainer__HeartSegPlans__2d``).
 
-Usage: ``python -m workers.training.recipe {prepare,train,export,all} [--work DIR]``.
+Usage: ``python -m workers.training.recipe {prepare,train,add-phantoms,export,all} [--work DIR]``.
+``all`` runs the five steps in order (``make model``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ BATCH_SIZE = 12
 #: The shipped model's schedule: 48 epochs of 100 iterations (about 90 minutes on 2 CPU cores).
 DEFAULT_EPOCHS = 48
 DEFAULT_ITERATIONS = 100
+#: Epochs on ACDC alone before the phantoms join the training set.
+ACDC_ONLY_EPOCHS = 17
+N_PHANTOMS = 40
+PHANTOM_SEED = 777
+PHANTOM_PREFIX = "synth"
 EXPORT_DIR = PROJECT_ROOT / "models" / DATASET_NAME / f"nnUNetTrainer__{PLANS_NAME}__{CONFIGURATION}"
 
 
@@ -77,6 +88,27 @@ def prepare(work: Path) -> None:
     write_split(pre, TRAINING_PATIENTS, VALIDATION_PATIENTS, cases)
 
 
+def phantom_patients() -> tuple[str, ...]:
+    """Names of the training phantoms."""
+    return tuple(f"{PHANTOM_PREFIX}{i:03d}" for i in range(1, N_PHANTOMS + 1))
+
+
+def add_phantoms(work: Path) -> None:
+    """Generate the training phantoms, add their ED/ES frames as cases and to the training split."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess
+
+    from heartseg.phantom import write_cohort
+
+    folder = work / "phantoms"
+    if not (folder / phantom_patients()[-1] / "Truth.json").is_file():
+        write_cohort(folder, N_PHANTOMS, PHANTOM_SEED, prefix=PHANTOM_PREFIX)
+    raw = convert_acdc(folder, work / "nnUNet_raw", phantom_patients())
+    preprocess([DATASET_ID], plans_identifier=PLANS_NAME, configurations=(CONFIGURATION,), num_processes=(2,))
+    pre = work / "nnUNet_preprocessed" / DATASET_NAME
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
+    write_split(pre, TRAINING_PATIENTS + phantom_patients(), VALIDATION_PATIENTS, cases)
+
+
 def derive_plans(default_plans: Path, target: Path) -> None:
     """Write ``HeartSegPlans``: nnU-Net's 2d plan with fewer features, smaller patches, 6 stages."""
     plans = json.loads(default_plans.read_text())
@@ -96,8 +128,8 @@ def derive_plans(default_plans: Path, target: Path) -> None:
     target.write_text(json.dumps(plans, indent=2))
 
 
-def train(work: Path, epochs: int, iterations: int) -> Path:
-    """Train (or continue training) fold 0; returns the fold's output folder."""
+def train(work: Path, epochs: int, iterations: int, stop_after: int | None = None) -> Path:
+    """Train (or continue training) fold 0, pausing after ``stop_after`` epochs; returns the fold's folder."""
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
@@ -106,6 +138,7 @@ def train(work: Path, epochs: int, iterations: int) -> Path:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     HeartSegTrainer.epochs = epochs
     HeartSegTrainer.iterations_per_epoch = iterations
+    HeartSegTrainer.stop_after_epoch = stop_after
     pre = work / "nnUNet_preprocessed" / DATASET_NAME
     plans = load_json(str(pre / f"{PLANS_NAME}.json"))
     dataset_json = load_json(str(pre / "dataset.json"))
@@ -151,17 +184,24 @@ def export(work: Path, target: Path = EXPORT_DIR, checkpoint: str = "checkpoint_
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry of the recipe."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "train", "export", "all"))
+    parser.add_argument("step", choices=("prepare", "train", "add-phantoms", "export", "all"))
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "work" / "nnunet")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
+    parser.add_argument("--stop-after", type=int, default=None, help="pause after this many epochs")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     set_nnunet_paths(work)
     if args.step in ("prepare", "all"):
         prepare(work)
-    if args.step in ("train", "all"):
+    if args.step == "train":
+        train(work, args.epochs, args.iterations, args.stop_after)
+    if args.step == "add-phantoms":
+        add_phantoms(work)
+    if args.step == "all":
+        train(work, args.epochs, args.iterations, ACDC_ONLY_EPOCHS)
+        add_phantoms(work)
         train(work, args.epochs, args.iterations)
     if args.step in ("export", "all"):
         print(export(work, checkpoint=args.checkpoint))

@@ -1,0 +1,80 @@
+"""A study's life in the record: queued -> running (leased) -> segmented -> done | failed.
+
+Every transition is one conditional UPDATE, so two workers can never both claim a study:
+the database decides, atomically, who got it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from db.schema import Run, Study, StudyStatus
+
+
+def now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def claim_study(session: Session, study_id: int, worker: str, lease_s: float) -> bool:
+    """Take a queued study, or a running one whose lease expired; False if someone else holds it or it is finished."""
+    moment = now()
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id)
+        .where(or_(Study.status == StudyStatus.QUEUED,
+                   (Study.status == StudyStatus.RUNNING) & (Study.lease_expires_at < moment)))
+        .values(status=StudyStatus.RUNNING, worker=worker, attempts=Study.attempts + 1, started_at=moment,
+                lease_expires_at=moment + timedelta(seconds=lease_s), error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(session: Session, study_id: int, worker: str, lease_s: float) -> bool:
+    """Extend the lease of a study this worker holds."""
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.worker == worker, Study.status == StudyStatus.RUNNING)
+        .values(lease_expires_at=now() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def mark_segmented(session: Session, study_id: int, *, ed: int | None, es: int | None, phase_source: str | None,
+                   load_s: float, predict_s: float, write_s: float) -> None:
+    """Masks are written: record the frames used and the timings."""
+    session.execute(
+        update(Study).where(Study.id == study_id)
+        .values(status=StudyStatus.SEGMENTED, segmented_at=now(), ed_frame=ed, es_frame=es,
+                phase_source=phase_source, load_s=load_s, predict_s=predict_s, write_s=write_s,
+                lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_done(session: Session, study_id: int, *, metrics_s: float) -> None:
+    """Metrics and indices are recorded: the study is done."""
+    session.execute(
+        update(Study).where(Study.id == study_id)
+        .values(status=StudyStatus.DONE, finished_at=now(), metrics_s=metrics_s, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_failed(session: Session, study_id: int, error: str) -> None:
+    """Bad input: record why; the study is not retried."""
+    session.execute(
+        update(Study).where(Study.id == study_id)
+        .values(status=StudyStatus.FAILED, error=error[:4000], finished_at=now(), lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def study_with_run(session: Session, study_id: int) -> tuple[Study, Run]:
+    """A study and its run."""
+    return session.execute(select(Study, Run).join(Run, Run.id == Study.run_id).where(Study.id == study_id)).one()

@@ -1,0 +1,52 @@
+"""Record a run and its studies (the scheduler's half of ``heartseg submit``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from db.schema import Study
+from db.session import session_scope
+from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
+from heartseg.models import available_folds, model_fingerprint
+from heartseg.settings import Settings
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a submit recorded: the run, the studies to process and those skipped as already done."""
+
+    run_id: int
+    model_id: int
+    fingerprint: str
+    study_ids: list[int]
+    skipped: list[str]
+
+
+def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple[int, str]:
+    """Fingerprint the model folder (no torch) and record it as used with the current settings."""
+    fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name)
+    folds = ",".join(settings.folds or available_folds(model_dir, settings.checkpoint_name))
+    configuration = model_dir.name.rsplit("__", 1)[-1] if "__" in model_dir.name else None
+    with session_scope(engine) as session:
+        model_id = ensure_model(session, fingerprint=fingerprint, path=str(model_dir.resolve()),
+                                configuration=configuration, folds=folds, checkpoint_name=settings.checkpoint_name,
+                                use_mirroring=settings.use_mirroring, tile_step_size=settings.tile_step_size)
+    return model_id, fingerprint
+
+
+def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri: str, sources: Sequence[str],
+                   model_dir: Path, frames: str = "ed-es", force: bool = False) -> Submission:
+    """Record run ``name`` and its studies as queued, skipping those this model has already done."""
+    model_id, fingerprint = register_model(engine, settings, model_dir)
+    with session_scope(engine) as session:
+        run_id = ensure_run(session, name=name, source_uri=source_uri, model_id=model_id, frames=frames)
+        skipped = [] if force else sorted(done_source_uris(session, fingerprint, sources))
+        todo = [s for s in sources if s not in set(skipped)]
+        add_studies(session, run_id, [{"source_uri": s, "patient_id": Path(s).name} for s in todo])
+        ids = session.execute(select(Study.id).where(Study.run_id == run_id, Study.source_uri.in_(todo))
+                              .order_by(Study.id)).scalars().all() if todo else []
+    return Submission(run_id, model_id, fingerprint, list(ids), skipped)

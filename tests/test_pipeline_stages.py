@@ -1,0 +1,109 @@
+"""The two study stages with the record and a results folder, segmenting with an oracle.
+
+The oracle returns each frame's reference labels, so every number the stages record is
+known: this checks the plumbing (claim, load, masks in the source geometry, metrics,
+indices, failure reasons, idempotency), not a model's accuracy (see test_inference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from db.schema import CardiacIndex, Mask, Metric, Study, StudyStatus
+from db.session import open_record, session_scope
+from heartseg.phantom import write_cohort
+from heartseg.settings import Settings
+from heartseg.storage import LocalStore
+from heartseg.studies import open_study
+from scheduler.submit import submit_sources
+from tests.test_models import fake_model
+from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+
+
+class Oracle:
+    """Segments a frame by looking up the reference drawn on the same image."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.references = []
+        for folder in folders:
+            study = open_study(folder, cine=False)
+            self.references += [(f.image, f.reference) for f in study.frames_with_reference()]
+
+    def __call__(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        for known, labels in self.references:
+            if known.shape == image.shape and np.array_equal(known, image):
+                return labels
+        raise AssertionError("the oracle only knows the reference frames")
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> list[Path]:
+    write_cohort(tmp_path / "cohort", 2, seed=3)
+    broken = tmp_path / "cohort" / "phantom003"
+    broken.mkdir()
+    (broken / "Info.cfg").write_text("ED: 1\nES: 5\nGroup: NOR\nHeight: 170\nNbFrame: 10\nWeight: 70\n")
+    (broken / "phantom003_frame01.nii.gz").write_bytes(b"\x1f\x8b\x08\x00corrupt")
+    return sorted((tmp_path / "cohort").iterdir())
+
+
+def test_stages_record_masks_metrics_and_indices(record_url: str, cohort: list[Path], tmp_path: Path) -> None:
+    engine = open_record(record_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"])
+    submission = submit_sources(engine, settings, name="run-1", source_uri=str(tmp_path / "cohort"),
+                                sources=[str(f) for f in cohort], model_dir=model_dir)
+    assert len(submission.study_ids) == 3
+    store = LocalStore(tmp_path / "results")
+    model = ModelInfo(submission.fingerprint, Oracle(cohort[:2]))
+    for study_id in submission.study_ids:
+        if segment_stage(engine, study_id, model, store, worker="test", lease_s=60):
+            evaluate_stage(engine, study_id, store)
+        # a second delivery of the same message changes nothing
+        assert not segment_stage(engine, study_id, model, store, worker="test", lease_s=60)
+
+    with session_scope(engine) as session:
+        studies = {s.patient_id: s for s in session.execute(select(Study)).scalars()}
+        assert {p: s.status for p, s in studies.items()} == {
+            "phantom001": StudyStatus.DONE, "phantom002": StudyStatus.DONE, "phantom003": StudyStatus.FAILED}
+        assert "phantom003_frame01.nii.gz" in studies["phantom003"].error
+        assert "corrupt or truncated" in studies["phantom003"].error
+        assert studies["phantom001"].pathology_group == "PHANTOM" and studies["phantom001"].attempts == 1
+        masks = session.execute(select(Mask)).scalars().all()
+        assert len(masks) == 4
+        dice = session.execute(select(Metric.dice)).scalars().all()
+        assert len(dice) == 12 and all(d == pytest.approx(1.0) for d in dice)
+        pairs = session.execute(select(CardiacIndex.source, CardiacIndex.lv_ef_pct)).all()
+        assert len(pairs) == 4
+        for mask in masks:
+            study = studies["phantom001"] if "phantom001" in mask.uri else studies["phantom002"]
+            written = nib.load(mask.uri)
+            source = nib.load(Path(study.source_uri) / f"{study.patient_id}_frame{mask.frame:02d}.nii.gz")
+            assert np.allclose(written.affine, source.affine) and written.shape == source.shape
+            assert mask.phase in ("ED", "ES") and submission.fingerprint[:16] in mask.uri
+        assert session.execute(select(func.count()).select_from(Metric)).scalar_one() == 12
+    engine.dispose()
+
+
+def test_resubmitting_skips_done_studies_unless_forced(sqlite_url: str, cohort: list[Path], tmp_path: Path) -> None:
+    engine = open_record(sqlite_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"])
+    sources = [str(f) for f in cohort[:2]]
+    first = submit_sources(engine, settings, name="run-1", source_uri="x", sources=sources, model_dir=model_dir)
+    store = LocalStore(tmp_path / "results")
+    model = ModelInfo(first.fingerprint, Oracle(cohort[:2]))
+    for study_id in first.study_ids:
+        assert segment_stage(engine, study_id, model, store, worker="test", lease_s=60)
+        evaluate_stage(engine, study_id, store)
+    again = submit_sources(engine, settings, name="run-2", source_uri="x", sources=sources, model_dir=model_dir)
+    assert again.study_ids == [] and again.skipped == sorted(sources)
+    forced = submit_sources(engine, settings, name="run-3", source_uri="x", sources=sources, model_dir=model_dir,
+                            force=True)
+    assert len(forced.study_ids) == 2
+    engine.dispose()

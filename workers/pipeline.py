@@ -1,0 +1,174 @@
+"""The two stages of a study, as plain functions: Celery tasks and the in-process runner call them.
+
+``segment_stage`` (GPU queue): claim the study, load it, segment every needed frame, write
+the masks, record them. ``evaluate_stage`` (CPU queue): read the masks back with the
+references, compute metrics and cardiac indices, record them, mark the study done.
+Both are idempotent: every write is an upsert keyed by (study, model, frame[, structure]).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from sqlalchemy import Engine, select, update
+
+from db.lifecycle import claim_study, mark_done, mark_failed, mark_segmented, study_with_run
+from db.schema import IndexSource, Mask, Study
+from db.session import session_scope
+from db.writes import record_indices, record_mask, record_metrics
+from heartseg.errors import HeartSegError, StudyError
+from heartseg.labels import Structure
+from heartseg.storage import ResultStore, gzip_deterministic, mask_key, sha256_hex
+from heartseg.studies import open_study
+from heartseg.studies.model import Study as LoadedStudy
+from workers.indices import PhaseSource, cardiac_indices, find_ed_es
+from workers.metrics import compare_label_maps, volume_ml
+
+logger = logging.getLogger(__name__)
+
+#: segment(image (x, y, z), spacing) -> uint8 labels; a loaded :class:`~workers.inference.predictor.Segmenter`.
+SegmentFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the segment stage needs to know of the loaded model."""
+
+    fingerprint: str
+    segment: SegmentFn
+
+
+def frames_to_segment(study: LoadedStudy, frames: str) -> tuple[int, ...]:
+    """Every loaded frame for ``all``; ED and ES for ``ed-es`` (every frame when they are not stated)."""
+    if frames == "all" or study.ed is None or study.es is None:
+        return study.frame_numbers
+    return tuple(sorted({study.ed, study.es}))
+
+
+def encode_mask(labels: np.ndarray, study: LoadedStudy) -> bytes:
+    """A gzip'd NIfTI of ``labels`` in the study's geometry, byte-identical for identical labels."""
+    header = study.header.copy() if isinstance(study.header, nib.Nifti1Header) else None
+    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), study.affine, header)
+    image.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1.0, 0.0)
+    if header is not None and header["dim"][0] > 3:
+        image.header.set_zooms(header.get_zooms()[:3])
+    return gzip_deterministic(image.to_bytes())
+
+
+def decode_mask(data: bytes) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Labels and image of a mask written by :func:`encode_mask`."""
+    image = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    return np.asarray(image.dataobj).astype(np.uint8), image
+
+
+def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: ResultStore, *, worker: str,
+                  lease_s: float, renew: Callable[[], None] | None = None) -> bool:
+    """Segment one study; True when its masks are recorded and metrics should follow.
+
+    Bad input marks the study failed with the reason (no retry). A study that another
+    worker holds, or that is already past this stage, is left alone (False).
+    """
+    with session_scope(engine) as session:
+        if not claim_study(session, study_id, worker, lease_s):
+            logger.info("study %s is not claimable (held elsewhere or finished)", study_id)
+            return False
+        row, run = study_with_run(session, study_id)
+        source, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
+    started = time.perf_counter()
+    try:
+        study = open_study(source, cine=frames == "all")
+    except StudyError as exc:
+        with session_scope(engine) as session:
+            mark_failed(session, study_id, str(exc))
+        logger.warning("study %s failed: %s", study_id, exc)
+        return False
+    load_s = time.perf_counter() - started
+    predict_s = write_s = 0.0
+    labels: dict[int, np.ndarray] = {}
+    masks = []
+    for number in frames_to_segment(study, frames):
+        t0 = time.perf_counter()
+        labels[number] = model.segment(study.frame(number).image, study.spacing)
+        t1 = time.perf_counter()
+        data = encode_mask(labels[number], study)
+        uri = store.put(mask_key(model.fingerprint, run_name, study.study_id, number), data)
+        masks.append((number, uri, sha256_hex(data)))
+        write_s += time.perf_counter() - t1
+        predict_s += t1 - t0
+        if renew is not None:
+            renew()
+    ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
+    if ed is None or es is None:
+        if len(labels) >= 2:
+            ed, es = find_ed_es({n: volume_ml(m == Structure.LV.label, study.spacing) for n, m in labels.items()})
+            phase_source = PhaseSource.LV_VOLUME.value
+        else:
+            phase_source = None
+    with session_scope(engine) as session:
+        session.execute(update(Study).where(Study.id == study_id).values(
+            patient_id=study.info.patient_id, pathology_group=study.info.group, height_cm=study.info.height_cm,
+            weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
+        for number, uri, digest in masks:
+            phase = "ED" if number == ed else "ES" if number == es else "other"
+            record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
+                        sha256=digest, shape=study.shape, spacing=study.spacing)
+        mark_segmented(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=load_s,
+                       predict_s=predict_s, write_s=write_s)
+    return True
+
+
+def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
+    """Metrics against the references and cardiac indices from the masks; marks the study done."""
+    started = time.perf_counter()
+    with session_scope(engine) as session:
+        row, run = study_with_run(session, study_id)
+        source, model_id, ed, es = row.source_uri, run.model_id, row.ed_frame, row.es_frame
+        masks = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id,
+                                                                    Mask.model_id == model_id)).all()
+    try:
+        study = open_study(source, cine=False)
+        predicted = {frame: decode_mask(store.get(uri))[0] for frame, uri in masks}
+        with session_scope(engine) as session:
+            for frame, labels in sorted(predicted.items()):
+                try:
+                    reference = study.frame(frame).reference
+                except KeyError:
+                    reference = None
+                if reference is not None:
+                    metrics = compare_label_maps(labels, reference, study.spacing)
+                    phase = "ED" if frame == ed else "ES" if frame == es else "other"
+                    record_metrics(session, study_id=study_id, model_id=model_id, frame=frame, phase=phase,
+                                   metrics={s.value: m.as_dict() for s, m in metrics.items()})
+            _record_indices(session, study_id, model_id, study, predicted, ed, es)
+            mark_done(session, study_id, metrics_s=time.perf_counter() - started)
+    except HeartSegError as exc:
+        with session_scope(engine) as session:
+            mark_failed(session, study_id, str(exc))
+        logger.warning("study %s failed in evaluation: %s", study_id, exc)
+
+
+def _record_indices(session: object, study_id: int, model_id: int, study: LoadedStudy,
+                    predicted: dict[int, np.ndarray], ed: int | None, es: int | None) -> None:
+    if ed is None or es is None or ed not in predicted or es not in predicted:
+        return
+    body = {"height_cm": study.info.height_cm, "weight_kg": study.info.weight_kg}
+    stated = {"ed_frame": ed, "es_frame": es} if study.ed is not None else {}  # else found from LV volumes
+    pred = cardiac_indices(predicted, study.spacing, **stated, **body)
+    record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.PRED,  # type: ignore[arg-type]
+                   indices=_index_columns(pred.as_dict()))
+    references = {f.number: f.reference for f in study.frames_with_reference() if f.reference is not None}
+    if ed in references and es in references:
+        ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, **body)
+        record_indices(session, study_id=study_id, model_id=model_id,  # type: ignore[arg-type]
+                       source=IndexSource.REF, indices=_index_columns(ref.as_dict()))
+
+
+def _index_columns(values: dict[str, object]) -> dict[str, object]:
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in values.items()}
