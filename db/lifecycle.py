@@ -78,3 +78,29 @@ def mark_failed(session: Session, study_id: int, error: str) -> None:
 def study_with_run(session: Session, study_id: int) -> tuple[Study, Run]:
     """A study and its run."""
     return session.execute(select(Study, Run).join(Run, Run.id == Study.run_id).where(Study.id == study_id)).one()
+
+
+def requeue_expired(session: Session, run_id: int | None = None) -> list[int]:
+    """Put running studies whose lease expired (their worker died) back to queued; returns their ids."""
+    query = select(Study.id).where(Study.status == StudyStatus.RUNNING, Study.lease_expires_at < now())
+    if run_id is not None:
+        query = query.where(Study.run_id == run_id)
+    ids = list(session.execute(query).scalars())
+    if ids:
+        session.execute(
+            update(Study).where(Study.id.in_(ids), Study.status == StudyStatus.RUNNING,
+                                Study.lease_expires_at < now())
+            .values(status=StudyStatus.QUEUED, worker=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def requeue_failed(session: Session, run_id: int) -> list[int]:
+    """Put a run's failed studies back to queued (``heartseg retry --failed``); returns their ids."""
+    ids = list(session.execute(select(Study.id).where(Study.run_id == run_id,
+                                                      Study.status == StudyStatus.FAILED)).scalars())
+    if ids:
+        session.execute(update(Study).where(Study.id.in_(ids)).values(status=StudyStatus.QUEUED, error=None)
+                        .execution_options(synchronize_session=False))
+    return ids

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     use_mirroring: bool = Field(default=True, description="Test-time augmentation by mirroring.")
     tile_step_size: float = Field(default=0.5, gt=0, le=1, description="Sliding-window step, fraction of a patch.")
     device: str = Field(default="auto", description="'cuda', 'cpu' or 'auto' (cuda when available).")
+    lease_s: float = Field(default=300.0, gt=0, description="How long a worker's claim on a study lasts unrenewed.")
+    task_soft_time_limit_s: float = Field(default=3600.0, gt=0, description="Soft time limit of one study task.")
+    task_time_limit_s: float = Field(default=3900.0, gt=0, description="Hard time limit of one study task.")
+    visibility_timeout_s: float = Field(
+        default=4 * 3600.0, gt=0,
+        description="Redis re-delivers an unacknowledged task after this long; keep it above the hard time limit.",
+    )
     shared_data: Path = Field(
         default=Path("../shared/data"),
         description="Folder holding the shared data sets (acdc/training, sunnybrook).",

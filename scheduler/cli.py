@@ -227,6 +227,86 @@ def export(
     console.print(f"wrote {n_metrics} metric rows and {n_indices} index rows")
 
 
+@app.command()
+def submit(
+    source: Annotated[str, typer.Argument(help="Folder of studies (ACDC patient folders or NIfTI files).")],
+    model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
+    frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
+    force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
+) -> None:
+    """Record a run of a cohort and enqueue its studies on the gpu queue."""
+    from db.session import open_record
+    from scheduler.discovery import discover_local
+    from scheduler.submit import submit_sources
+    from workers.celery_app import GPU_QUEUE, SEGMENT_TASK, create_app
+
+    if frames not in ("ed-es", "all"):
+        err_console.print("[red]error:[/red] --frames must be ed-es or all")
+        raise typer.Exit(2)
+    settings = get_settings()
+    model_dir = model or settings.model_dir
+    name = run or f"{Path(source).name}-{frames}"
+    try:
+        sources = discover_local(Path(source))
+        engine = open_record(settings.database_url)
+        submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
+                                    model_dir=model_dir, frames=frames, force=force)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    celery = create_app(settings)
+    with _progress() as progress:
+        task = progress.add_task("enqueueing", total=len(submission.study_ids))
+        for study_id in submission.study_ids:
+            celery.send_task(SEGMENT_TASK, args=[study_id], queue=GPU_QUEUE)
+            progress.advance(task)
+    console.print(f"run {name}: {len(submission.study_ids)} studies enqueued, {len(submission.skipped)} already "
+                  f"done with model {submission.fingerprint[:16]} (use --force to redo)")
+
+
+@app.command()
+def status(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run until every study is done or failed.")] = False,
+    poll_s: Annotated[float, typer.Option("--poll", help="Seconds between looks at the record.")] = 2.0,
+) -> None:
+    """Progress of a run from the record; re-enqueues studies whose worker died. Exit 1 if any study failed."""
+    from scheduler.progress import follow_run
+
+    settings = get_settings()
+    try:
+        counts = follow_run(settings, run, wait=wait, poll_s=poll_s, console=err_console)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+worker_app = typer.Typer(help="Start Celery workers.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+
+@worker_app.command("gpu")
+def worker_gpu(
+    devices: Annotated[str, typer.Option("--devices", help="Comma-separated CUDA devices, or 'cpu'.")] = "0",
+) -> None:
+    """One segmentation worker process per device (solo pool, pinned with CUDA_VISIBLE_DEVICES)."""
+    from scheduler.worker_launcher import gpu_worker_commands, run_workers
+
+    raise typer.Exit(run_workers(gpu_worker_commands([d.strip() for d in devices.split(",") if d.strip()])))
+
+
+@worker_app.command("cpu")
+def worker_cpu(concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 2) -> None:
+    """The metrics and cardiac-indices worker."""
+    from scheduler.worker_launcher import cpu_worker_command, run_workers
+
+    raise typer.Exit(run_workers([cpu_worker_command(concurrency)]))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,57 @@
+"""Follow a run in the record (``heartseg status``), re-enqueueing studies whose worker died."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sqlalchemy import func, select
+
+from db.lifecycle import requeue_expired
+from db.queries import require_run
+from db.schema import Run, Study
+from db.session import open_record, session_scope
+from heartseg.settings import Settings
+from workers.celery_app import GPU_QUEUE, SEGMENT_TASK, create_app
+
+FINISHED = ("done", "failed")
+
+
+def status_counts(engine: object, run: str) -> dict[str, int]:
+    """Studies of ``run`` per status."""
+    with session_scope(engine) as session:  # type: ignore[arg-type]
+        rows = session.execute(select(Study.status, func.count()).join(Run, Run.id == Study.run_id)
+                               .where(Run.name == run).group_by(Study.status)).all()
+    return {str(getattr(status, "value", status)): n for status, n in rows}
+
+
+def follow_run(settings: Settings, run: str, *, wait: bool, poll_s: float, console: Console) -> dict[str, int]:
+    """Show the run's progress (once, or until it finishes with ``wait``); returns the final counts."""
+    engine = open_record(settings.database_url)
+    require_run(engine, run)
+    celery = create_app(settings)
+    with session_scope(engine) as session:
+        run_id = session.execute(select(Run.id).where(Run.name == run)).scalar_one()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    started, first_done = time.monotonic(), None
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(run, total=1, detail="")
+        while True:
+            with session_scope(engine) as session:
+                for study_id in requeue_expired(session, run_id):
+                    celery.send_task(SEGMENT_TASK, args=[study_id], queue=GPU_QUEUE)
+            counts = status_counts(engine, run)
+            total = sum(counts.values())
+            finished = sum(counts.get(s, 0) for s in FINISHED)
+            first_done = first_done if first_done is not None else (finished, time.monotonic())
+            minutes = max((time.monotonic() - started) / 60, 1e-9)
+            rate = (finished - first_done[0]) / minutes
+            running = counts.get("running", 0) + counts.get("segmented", 0)
+            detail = (f"done {counts.get('done', 0)} failed {counts.get('failed', 0)} running {running} "
+                      f"queued {counts.get('queued', 0)} | {rate:.1f} studies/min")
+            progress.update(bar, total=max(total, 1), completed=finished, detail=detail)
+            if not wait or finished >= total:
+                return counts
+            time.sleep(poll_s)

@@ -1,0 +1,61 @@
+"""The one Celery app, configured from the settings (the process's ``HEARTSEG_*`` variables).
+
+Importing this module imports neither torch nor nnunetv2, so the scheduler can send tasks
+by name with it.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from heartseg.settings import Settings, get_settings
+
+SEGMENT_TASK = "heartseg.segment_study"
+EVALUATE_TASK = "heartseg.evaluate_study"
+GPU_QUEUE = "gpu"
+CPU_QUEUE = "cpu"
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery settings for HeartSeg; the record, not a result backend, holds every study's state."""
+    if settings.visibility_timeout_s <= settings.task_time_limit_s:
+        raise ValueError(
+            f"HEARTSEG_VISIBILITY_TIMEOUT_S ({settings.visibility_timeout_s}) must exceed HEARTSEG_TASK_TIME_LIMIT_S "
+            f"({settings.task_time_limit_s}): otherwise Redis re-delivers a study that is still running"
+        )
+    return {
+        "broker_url": settings.broker_url or "redis://127.0.0.1:6379/0",
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        # A study's message is acknowledged only when its task finishes, and given back when the
+        # worker process dies, so no study is lost; the tasks are idempotent, so a re-delivery is safe.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Redis re-delivers an unacknowledged message after the visibility timeout. It must be longer
+        # than the longest task (the hard time limit): a shorter one makes Redis hand a study that is
+        # still running to a second worker. A dead worker's study is re-queued from its expired lease
+        # in the record instead, long before this timeout.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_routes": {SEGMENT_TASK: {"queue": GPU_QUEUE}, EVALUATE_TASK: {"queue": CPU_QUEUE}},
+        "task_default_queue": CPU_QUEUE,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": False,
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from ``settings`` (default: the process's settings)."""
+    app = Celery("heartseg", include=["workers.tasks"])
+    app.conf.update(celery_config(settings or get_settings()))
+    return app
+
+
+app = create_app()

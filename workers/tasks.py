@@ -1,0 +1,87 @@
+"""Celery tasks: thin wrappers that take a study id and call :mod:`workers.pipeline`.
+
+Expensive resources (database engine, results store, loaded models) are created lazily,
+once per worker process, on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
+
+from db.lifecycle import renew_lease
+from db.schema import Model, Run, Study
+from db.session import make_engine, session_scope
+from heartseg.settings import get_settings
+from heartseg.storage import ResultStore, StorageError, open_store
+from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK, app
+from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+
+logger = logging.getLogger(__name__)
+
+#: Failures worth retrying with backoff: the database, broker or storage was unreachable for a moment.
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError, StorageError)
+
+
+class StudyTask(Task):
+    """Base task holding this process's engine, store and loaded models."""
+
+    abstract = True
+    autoretry_for = TRANSIENT
+    retry_backoff = True
+    retry_backoff_max = 300
+    max_retries = 8
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(get_settings().database_url)
+
+    @cached_property
+    def store(self) -> ResultStore:
+        return open_store(get_settings().results_uri)
+
+    @cached_property
+    def models(self) -> dict[str, Any]:
+        return {}
+
+    def segmenter_for(self, model_path: str) -> Any:
+        """The loaded segmenter of a model folder (loaded on first use, then kept)."""
+        if model_path not in self.models:
+            from workers.inference.predictor import Segmenter  # torch: only GPU workers get here
+
+            settings = get_settings()
+            self.models[model_path] = Segmenter.from_settings(settings, model_dir=Path(model_path))
+        return self.models[model_path]
+
+
+@app.task(bind=True, base=StudyTask, name=SEGMENT_TASK, queue=GPU_QUEUE)
+def segment_study(self: StudyTask, study_id: int) -> None:
+    """Segment one study and hand it to the CPU queue for metrics."""
+    with session_scope(self.engine) as session:
+        path = session.execute(
+            select(Model.path).join(Run, Run.model_id == Model.id).join(Study, Study.run_id == Run.id)
+            .where(Study.id == study_id)
+        ).scalar_one()
+    segmenter = self.segmenter_for(path)
+    settings = get_settings()
+    worker = self.request.hostname or "worker"
+
+    def renew() -> None:
+        with session_scope(self.engine) as session:
+            renew_lease(session, study_id, worker, settings.lease_s)
+
+    model = ModelInfo(segmenter.fingerprint, segmenter.segment)
+    if segment_stage(self.engine, study_id, model, self.store, worker=worker, lease_s=settings.lease_s, renew=renew):
+        evaluate_study.apply_async(args=[study_id], queue=CPU_QUEUE)
+
+
+@app.task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
+def evaluate_study(self: StudyTask, study_id: int) -> None:
+    """Metrics and cardiac indices of one segmented study."""
+    evaluate_stage(self.engine, study_id, self.store)
