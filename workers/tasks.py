@@ -7,11 +7,13 @@ once per worker process, on first use.
 from __future__ import annotations
 
 import logging
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from celery import Task
+from celery.worker.control import inspect_command
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
@@ -85,3 +87,10 @@ def segment_study(self: StudyTask, study_id: int) -> None:
 def evaluate_study(self: StudyTask, study_id: int) -> None:
     """Metrics and cardiac indices of one segmented study."""
     evaluate_stage(self.engine, study_id, self.store)
+
+
+@inspect_command()
+def device(state: Any) -> dict[str, str | None]:
+    """``celery inspect device``: the CUDA device this worker process is pinned to, and its name."""
+    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"), "hostname": state.hostname,
+            "HEARTSEG_DEVICE": os.environ.get("HEARTSEG_DEVICE")}
