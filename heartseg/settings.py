@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "models" / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d",
         description="The trained nnU-Net v2 model folder used when none is named.",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); unset: AWS or AWS_ENDPOINT_URL."
+    )
+    cache_dir: Path = Field(
+        default=Path("heartseg-cache"), description="Where workers download remote studies before reading them."
+    )
     trusted_model_roots: list[Path] = Field(
         default_factory=list,
         description="Folders whose models may be loaded (JSON list), besides the shipped models and model_dir.",

@@ -1,4 +1,8 @@
-"""Where masks are written: a local folder (S3 joins in the pipeline issue), addressed by URI."""
+"""Where masks are written and studies are read: a local folder or S3 (boto3), addressed by URI.
+
+S3 credentials and region come from the standard AWS variables (``AWS_ACCESS_KEY_ID``, ...);
+an S3-compatible endpoint (MinIO, moto) from ``HEARTSEG_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``.
+"""
 
 from __future__ import annotations
 
@@ -50,10 +54,53 @@ class LocalStore:
         return path.read_bytes()
 
 
-def open_store(uri: str) -> ResultStore:
-    """The store for ``HEARTSEG_RESULTS_URI``: a folder path (``file://`` optional)."""
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"{uri}: not an s3:// URI")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket named")
+    return bucket, key
+
+
+def s3_client(endpoint_url: str | None = None) -> object:
+    """A boto3 S3 client (credentials from the standard AWS variables)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url or None)
+
+
+class S3Store:
+    """Objects under ``s3://bucket/prefix``."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+        self.bucket, prefix = split_s3_uri(uri)
+        self.prefix = prefix.strip("/")
+        self.client = s3_client(endpoint_url)
+
+    def put(self, key: str, data: bytes) -> str:
+        """Upload ``data`` (one PUT: an object appears whole or not at all)."""
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)  # type: ignore[attr-defined]
+        except Exception as exc:  # botocore raises many types; name the object
+            raise StorageError(f"s3://{self.bucket}/{full}: upload failed ({exc})") from exc
+        return f"s3://{self.bucket}/{full}"
+
+    def get(self, uri: str) -> bytes:
+        """Download an object by URI."""
+        bucket, key = split_s3_uri(uri)
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise StorageError(f"{uri}: download failed ({exc})") from exc
+
+
+def open_store(uri: str, endpoint_url: str | None = None) -> ResultStore:
+    """The store for ``HEARTSEG_RESULTS_URI``: ``s3://bucket/prefix`` or a folder (``file://`` optional)."""
     if uri.startswith("s3://"):
-        raise StorageError(f"{uri}: S3 results are not supported yet; use a folder")
+        return S3Store(uri, endpoint_url)
     return LocalStore(uri.removeprefix("file://"))
 
 

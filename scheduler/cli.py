@@ -229,7 +229,8 @@ def export(
 
 @app.command()
 def submit(
-    source: Annotated[str, typer.Argument(help="Folder of studies (ACDC patient folders or NIfTI files).")],
+    source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix of studies (ACDC patient folders "
+                                                "or NIfTI files).")],
     model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
     frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
@@ -246,9 +247,14 @@ def submit(
         raise typer.Exit(2)
     settings = get_settings()
     model_dir = model or settings.model_dir
-    name = run or f"{Path(source).name}-{frames}"
+    name = run or f"{Path(source.rstrip('/')).name}-{frames}"
     try:
-        sources = discover_local(Path(source))
+        if source.startswith("s3://"):
+            from heartseg.studies.remote import discover_s3
+
+            sources = discover_s3(source, settings.s3_endpoint_url)
+        else:
+            sources = discover_local(Path(source))
         engine = open_record(settings.database_url)
         submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
                                     model_dir=model_dir, frames=frames, force=force)

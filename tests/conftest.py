@@ -42,7 +42,7 @@ def write_nifti(path: Path, data: np.ndarray, spacing: tuple[float, ...] = (1.5,
     return path
 
 
-# --- the record: a fresh PostgreSQL database per test, or a fresh SQLite file ---------------------------------------
+# --- the record: a fresh PostgreSQL database per test, or a fresh SQLite file ---
 
 POSTGRES_ADMIN_URL = os.environ.get("HEARTSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -77,3 +77,41 @@ def sqlite_url(tmp_path: Path) -> str:
 def record_url(request: pytest.FixtureRequest) -> str:
     """Each test using it runs once on PostgreSQL and once on SQLite."""
     return request.getfixturevalue("postgres_url" if request.param == "postgresql" else "sqlite_url")
+
+
+# --- S3: moto server in a subprocess, over real HTTP ---
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on a free loopback port (fake credentials in the environment)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def upload_folder(client: object, bucket: str, prefix: str, folder: Path) -> None:
+    """Upload every file under ``folder`` to ``s3://bucket/prefix/<relative path>``."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")  # type: ignore[attr-defined]

@@ -24,9 +24,10 @@ from db.session import session_scope
 from db.writes import record_indices, record_mask, record_metrics
 from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure
+from heartseg.settings import get_settings
 from heartseg.storage import ResultStore, gzip_deterministic, mask_key, sha256_hex
-from heartseg.studies import open_study
 from heartseg.studies.model import Study as LoadedStudy
+from heartseg.studies.remote import load_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
 from workers.metrics import compare_label_maps, volume_ml
 
@@ -42,6 +43,11 @@ class ModelInfo:
 
     fingerprint: str
     segment: SegmentFn
+
+
+def _load(source: str, *, cine: bool) -> LoadedStudy:
+    settings = get_settings()
+    return load_source(source, cine=cine, cache_dir=settings.cache_dir, endpoint_url=settings.s3_endpoint_url)
 
 
 def frames_to_segment(study: LoadedStudy, frames: str) -> tuple[int, ...]:
@@ -83,7 +89,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         source, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
     started = time.perf_counter()
     try:
-        study = open_study(source, cine=frames == "all")
+        study = _load(source, cine=frames == "all")
     except StudyError as exc:
         with session_scope(engine) as session:
             mark_failed(session, study_id, str(exc))
@@ -133,7 +139,7 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
         masks = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id,
                                                                     Mask.model_id == model_id)).all()
     try:
-        study = open_study(source, cine=False)
+        study = _load(source, cine=False)
         predicted = {frame: decode_mask(store.get(uri))[0] for frame, uri in masks}
         with session_scope(engine) as session:
             for frame, labels in sorted(predicted.items()):

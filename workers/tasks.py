@@ -46,7 +46,8 @@ class StudyTask(Task):
 
     @cached_property
     def store(self) -> ResultStore:
-        return open_store(get_settings().results_uri)
+        settings = get_settings()
+        return open_store(settings.results_uri, settings.s3_endpoint_url)
 
     @cached_property
     def models(self) -> dict[str, Any]:
