@@ -34,7 +34,8 @@ demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when 
 		$(VENV)/bin/heartseg reference-indices "$(HEARTSEG_SHARED_DATA)/acdc/training"; \
 	fi
 
-bench: $(STAMP) ## Measure inference speed and memory (writes docs/bench-inference.md)
+bench: $(STAMP) services ## Measure inference speed/memory and enqueueing 10,000 studies (writes docs/bench-*.md)
+	$(PY) -m bench.enqueue
 	$(PY) -m bench.inference
 
 model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data (hours on 2 CPU cores)

@@ -5,6 +5,7 @@ Imports neither torch nor nnunetv2 (checked by a test), so every command starts 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -239,8 +240,9 @@ def submit(
     """Record a run of a cohort and enqueue its studies on the gpu queue."""
     from db.session import open_record
     from scheduler.discovery import discover_local
+    from scheduler.enqueue import enqueue_segmentation
     from scheduler.submit import submit_sources
-    from workers.celery_app import GPU_QUEUE, SEGMENT_TASK, create_app
+    from workers.celery_app import create_app
 
     if frames not in ("ed-es", "all"):
         err_console.print("[red]error:[/red] --frames must be ed-es or all")
@@ -261,12 +263,10 @@ def submit(
     except HeartSegError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    celery = create_app(settings)
     with _progress() as progress:
         task = progress.add_task("enqueueing", total=len(submission.study_ids))
-        for study_id in submission.study_ids:
-            celery.send_task(SEGMENT_TASK, args=[study_id], queue=GPU_QUEUE)
-            progress.advance(task)
+        enqueue_segmentation(create_app(settings), submission.study_ids, on_sent=functools.partial(
+            progress.advance, task))
     console.print(f"run {name}: {len(submission.study_ids)} studies enqueued, {len(submission.skipped)} already "
                   f"done with model {submission.fingerprint[:16]} (use --force to redo)")
 

@@ -13,7 +13,8 @@ from db.queries import require_run
 from db.schema import Run, Study
 from db.session import open_record, session_scope
 from heartseg.settings import Settings
-from workers.celery_app import GPU_QUEUE, SEGMENT_TASK, create_app
+from scheduler.enqueue import enqueue_segmentation
+from workers.celery_app import create_app
 
 FINISHED = ("done", "failed")
 
@@ -40,8 +41,8 @@ def follow_run(settings: Settings, run: str, *, wait: bool, poll_s: float, conso
         bar = progress.add_task(run, total=1, detail="")
         while True:
             with session_scope(engine) as session:
-                for study_id in requeue_expired(session, run_id):
-                    celery.send_task(SEGMENT_TASK, args=[study_id], queue=GPU_QUEUE)
+                expired = requeue_expired(session, run_id)
+            enqueue_segmentation(celery, expired)
             counts = status_counts(engine, run)
             total = sum(counts.values())
             finished = sum(counts.get(s, 0) for s in FINISHED)
