@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         default=None,
         description="Celery broker URL (redis://host:6379/0); unset means the embedded, serverless broker.",
     )
+    embedded_broker_dir: Path = Field(
+        default=Path("heartseg-broker"),
+        description="Folder of the serverless (kombu filesystem) broker used when broker_url is unset.",
+    )
     results_uri: str = Field(
         default="heartseg-results",
         description="Where masks are written: a local folder or s3://bucket/prefix.",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from heartseg.errors import HeartSegError
-from heartseg.settings import get_settings
+from heartseg.settings import Settings, get_settings
 
 app = typer.Typer(help="HeartSeg: bulk nnU-Net v2 segmentation of cardiac cine MRI cohorts.", no_args_is_help=True)
 console = Console()
@@ -150,28 +150,34 @@ def predict(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working folder of the demo (its record and masks).")] = Path(
+    out: Annotated[Path, typer.Option("--out", help="Working folder of the demo (record, broker, masks).")] = Path(
         "demo-output"),
     phantoms: Annotated[int, typer.Option("--phantoms", min=1, help="Phantom patients to generate.")] = 4,
     seed: Annotated[int, typer.Option("--seed")] = 2026,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation.")] = False,
 ) -> None:
-    """Run the main job in one process on phantoms (and ACDC's validation patients) and report from the record."""
+    """The main job with no server: phantoms (and ACDC's validation patients) through real Celery workers."""
+    import shutil
+
     from db.queries import run_report
     from db.session import open_record
-    from scheduler.demo import demo_cohorts, phantom_ef_rows, run_demo
+    from scheduler.demo import demo_cohorts, demo_settings, phantom_ef_rows
+    from scheduler.local_run import local_workers
+    from scheduler.progress import follow_run
     from scheduler.reports import record_tables, rows_table
 
-    settings = get_settings()
+    for stale in ("record.db", "record.db-wal", "record.db-shm"):
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "broker", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "record.db").unlink(missing_ok=True)
-    engine = open_record(f"sqlite:///{(out / 'record.db').resolve()}")
+    settings = demo_settings(get_settings(), out, tta)
     cohorts = demo_cohorts(settings, out, phantoms, seed)
-    with _progress() as progress:
-        task = progress.add_task("segmenting and evaluating", total=sum(len(c.folders) for c in cohorts))
-        fingerprint = run_demo(engine, settings, cohorts, out, tta, on_study=lambda _: progress.advance(task))
-    mirroring = "on" if tta else "off"
-    console.print(f"model {fingerprint[:16]}, test-time mirroring {mirroring}; record: {out / 'record.db'}")
+    with local_workers(settings, out / "logs"):
+        for cohort in cohorts:
+            _submit(settings, str(cohort.folder), None, cohort.run, "ed-es", True)
+            follow_run(settings, cohort.run, wait=True, poll_s=1.0, console=err_console)
+    engine = open_record(settings.database_url)
+    console.print(f"test-time mirroring {'on' if tta else 'off'}; record: {out / 'record.db'}")
     for cohort in cohorts:
         for table in record_tables(run_report(engine, cohort.run), cohort.run):
             console.print(table)
@@ -238,16 +244,20 @@ def submit(
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
 ) -> None:
     """Record a run of a cohort and enqueue its studies on the gpu queue."""
+    if frames not in ("ed-es", "all"):
+        err_console.print("[red]error:[/red] --frames must be ed-es or all")
+        raise typer.Exit(2)
+    _submit(get_settings(), source, model, run, frames, force)
+
+
+def _submit(settings: Settings, source: str, model: Path | None, run: str | None, frames: str, force: bool) -> str:
+    """Discover, record and enqueue; returns the run name."""
     from db.session import open_record
     from scheduler.discovery import discover_local
     from scheduler.enqueue import enqueue_segmentation
     from scheduler.submit import submit_sources
     from workers.celery_app import create_app
 
-    if frames not in ("ed-es", "all"):
-        err_console.print("[red]error:[/red] --frames must be ed-es or all")
-        raise typer.Exit(2)
-    settings = get_settings()
     model_dir = model or settings.model_dir
     name = run or f"{Path(source.rstrip('/')).name}-{frames}"
     try:
@@ -269,6 +279,7 @@ def submit(
             progress.advance, task))
     console.print(f"run {name}: {len(submission.study_ids)} studies enqueued, {len(submission.skipped)} already "
                   f"done with model {submission.fingerprint[:16]} (use --force to redo)")
+    return name
 
 
 @app.command()
@@ -287,6 +298,63 @@ def status(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def retry(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    failed: Annotated[bool, typer.Option("--failed", help="Re-enqueue the run's failed studies.")] = False,
+) -> None:
+    """Re-enqueue a run's failed studies (after fixing their input)."""
+    from sqlalchemy import select
+
+    from db.lifecycle import requeue_failed
+    from db.queries import require_run
+    from db.schema import Run
+    from db.session import open_record, session_scope
+    from scheduler.enqueue import enqueue_segmentation
+    from workers.celery_app import create_app
+
+    if not failed:
+        err_console.print("[red]error:[/red] say what to retry: --failed")
+        raise typer.Exit(2)
+    settings = get_settings()
+    engine = open_record(settings.database_url)
+    try:
+        require_run(engine, run)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with session_scope(engine) as session:
+        ids = requeue_failed(session, session.execute(select(Run.id).where(Run.name == run)).scalar_one())
+    enqueue_segmentation(create_app(settings), ids)
+    console.print(f"run {run}: {len(ids)} failed studies enqueued again")
+
+
+@app.command("run")
+def run_command(
+    source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix of studies.")],
+    model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
+    frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
+    force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
+    devices: Annotated[str, typer.Option("--devices", help="Segmentation workers: CUDA devices or 'cpu'.")] = "cpu",
+) -> None:
+    """Everything on this host in one command: start workers, submit, follow, report, stop the workers."""
+    from db.queries import run_report
+    from db.session import open_record
+    from scheduler.local_run import local_workers
+    from scheduler.progress import follow_run
+    from scheduler.reports import record_tables
+
+    settings = get_settings()
+    with local_workers(settings, Path("heartseg-logs"), tuple(d.strip() for d in devices.split(","))):
+        name = _submit(settings, source, model, run, frames, force)
+        counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console)
+    for table in record_tables(run_report(open_record(settings.database_url), name), name):
+        console.print(table)
     if counts.get("failed"):
         raise typer.Exit(1)
 

@@ -1,16 +1,13 @@
-"""``heartseg demo``: the main job, in one process, on a phantom cohort (and ACDC's validation patients).
+"""``heartseg demo``: the main job on a phantom cohort (and ACDC's validation patients when present).
 
-Records runs and studies, segments and evaluates every study through the same stage
-functions the Celery workers run (:mod:`workers.pipeline`), and reports from the record's
-views. The distributed form (Redis, Celery workers) replaces the loop here once it lands.
-Only :func:`run_demo` imports the model code (torch).
+The demo uses the embedded mode: a SQLite record and kombu's filesystem broker in the demo
+folder, and real Celery worker processes started by the command (see ``heartseg run``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,46 +23,39 @@ class DemoCohort:
     """One run of the demo."""
 
     run: str
-    folders: list[Path]
+    folder: Path
 
 
 def demo_cohorts(settings: Settings, out: Path, n_phantoms: int, seed: int) -> list[DemoCohort]:
-    """Phantoms written now, and the ACDC validation patients when the shared data is present."""
+    """Phantoms written now, and (as links) the ACDC validation patients when the shared data is present."""
     from workers.training.split import VALIDATION_PATIENTS
 
     phantoms = out / "phantoms"
     shutil.rmtree(phantoms, ignore_errors=True)
     write_cohort(phantoms, n_phantoms, seed)
-    cohorts = [DemoCohort("demo-phantoms", sorted(p for p in phantoms.iterdir() if p.is_dir()))]
+    cohorts = [DemoCohort("demo-phantoms", phantoms)]
     acdc = settings.acdc_training_dir
     if acdc.is_dir():
-        cohorts.append(DemoCohort("demo-acdc-validation", [acdc / p for p in VALIDATION_PATIENTS
-                                                           if (acdc / p).is_dir()]))
+        linked = out / "acdc-validation"
+        shutil.rmtree(linked, ignore_errors=True)
+        linked.mkdir()
+        for patient in VALIDATION_PATIENTS:
+            if (acdc / patient).is_dir():
+                (linked / patient).symlink_to((acdc / patient).resolve(), target_is_directory=True)
+        cohorts.append(DemoCohort("demo-acdc-validation", linked))
     return cohorts
 
 
-def run_demo(engine: Engine, settings: Settings, cohorts: list[DemoCohort], out: Path,
-             use_mirroring: bool, on_study: Callable[[str], None] | None = None) -> str:
-    """Submit each cohort as a run and process every study in this process; returns the model fingerprint."""
-    from heartseg.storage import LocalStore
-    from scheduler.submit import submit_sources
-    from workers.inference.predictor import Segmenter
-    from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
-
-    settings = settings.model_copy(update={"use_mirroring": use_mirroring})
-    segmenter = Segmenter.from_settings(settings)
-    model = ModelInfo(segmenter.fingerprint, segmenter.segment)
-    store = LocalStore(out / "results")
-    for cohort in cohorts:
-        submission = submit_sources(engine, settings, name=cohort.run, source_uri=str(cohort.folders[0].parent),
-                                    sources=[str(f) for f in cohort.folders], model_dir=settings.model_dir,
-                                    force=True)
-        for study_id in submission.study_ids:
-            if segment_stage(engine, study_id, model, store, worker="demo", lease_s=600):
-                evaluate_stage(engine, study_id, store)
-            if on_study is not None:
-                on_study(cohort.run)
-    return segmenter.fingerprint
+def demo_settings(settings: Settings, out: Path, use_mirroring: bool) -> Settings:
+    """The embedded-mode settings of the demo: everything inside ``out``, no server."""
+    return settings.model_copy(update={
+        "database_url": f"sqlite:///{(out / 'record.db').resolve()}",
+        "broker_url": None,
+        "embedded_broker_dir": (out / "broker").resolve(),
+        "results_uri": str((out / "results").resolve()),
+        "cache_dir": (out / "cache").resolve(),
+        "use_mirroring": use_mirroring,
+    })
 
 
 def phantom_ef_rows(engine: Engine, run: str) -> list[dict[str, object]]:

@@ -24,7 +24,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
             f"({settings.task_time_limit_s}): otherwise Redis re-delivers a study that is still running"
         )
     return {
-        "broker_url": settings.broker_url or "redis://127.0.0.1:6379/0",
+        **broker_config(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
@@ -35,11 +35,6 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Redis re-delivers an unacknowledged message after the visibility timeout. It must be longer
-        # than the longest task (the hard time limit): a shorter one makes Redis hand a study that is
-        # still running to a second worker. A dead worker's study is re-queued from its expired lease
-        # in the record instead, long before this timeout.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_routes": {SEGMENT_TASK: {"queue": GPU_QUEUE}, EVALUATE_TASK: {"queue": CPU_QUEUE}},
@@ -49,6 +44,24 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_hijack_root_logger": False,
         "broker_connection_retry_on_startup": True,
     }
+
+
+def broker_config(settings: Settings) -> dict[str, object]:
+    """Redis when ``HEARTSEG_BROKER_URL`` is set; else kombu's filesystem transport (no server needed)."""
+    if settings.broker_url:
+        # Redis re-delivers an unacknowledged message after the visibility timeout. It must be longer
+        # than the longest task (the hard time limit): a shorter one makes Redis hand a study that is
+        # still running to a second worker. A dead worker's study is re-queued from its expired lease
+        # in the record instead, long before this timeout.
+        return {"broker_url": settings.broker_url,
+                "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s}}
+    folder = settings.embedded_broker_dir.resolve()
+    for sub in ("queue", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {"broker_url": "filesystem://",
+            "broker_transport_options": {"data_folder_in": str(folder / "queue"),
+                                         "data_folder_out": str(folder / "queue"),
+                                         "control_folder": str(folder / "control"), "store_processed": False}}
 
 
 def create_app(settings: Settings | None = None) -> Celery:

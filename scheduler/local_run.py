@@ -1,0 +1,59 @@
+"""``heartseg run``: the whole flow on one host: start real Celery workers, submit, follow, stop.
+
+With ``HEARTSEG_BROKER_URL`` unset the workers talk through kombu's filesystem transport and
+the record is SQLite, so no server is needed; with it set, the same command uses Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from heartseg.settings import Settings
+from scheduler.worker_launcher import cpu_worker_command, gpu_worker_commands
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``HEARTSEG_*`` variables that give child processes exactly these settings."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"HEARTSEG_{name.upper()}"] = value if isinstance(value, str) else _json(value)
+    return env
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@contextmanager
+def local_workers(settings: Settings, log_dir: Path, gpu_devices: tuple[str, ...] = ("cpu",),
+                  cpu_concurrency: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start one segmentation worker per device and one metrics worker; stop them (SIGTERM) on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTSEG_")}
+    env.update(settings_environment(settings))  # the children get exactly these settings
+    commands = [*gpu_worker_commands(gpu_devices, hostname="local"), cpu_worker_command(cpu_concurrency, "local")]
+    procs = []
+    for index, (argv, extra) in enumerate(commands):
+        log = (log_dir / f"worker{index}.log").open("w")
+        procs.append(subprocess.Popen(argv, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
