@@ -26,6 +26,13 @@ class Submission:
     skipped: list[str]
 
 
+def study_name(source: str) -> str:
+    """A readable study name from its source (refined from the data when the study is loaded)."""
+    if "#" in source:
+        return source.rsplit("#", 1)[1]
+    return Path(source.rstrip("/")).name
+
+
 def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple[int, str]:
     """Fingerprint the model folder (no torch) and record it as used with the current settings."""
     fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name)
@@ -46,7 +53,7 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
         run_id = ensure_run(session, name=name, source_uri=source_uri, model_id=model_id, frames=frames)
         skipped = [] if force else sorted(done_source_uris(session, fingerprint, sources))
         todo = [s for s in sources if s not in set(skipped)]
-        add_studies(session, run_id, [{"source_uri": s, "patient_id": Path(s).name} for s in todo])
+        add_studies(session, run_id, [{"source_uri": s, "patient_id": study_name(s)} for s in todo])
         ids = session.execute(select(Study.id).where(Study.run_id == run_id, Study.source_uri.in_(todo))
                               .order_by(Study.id)).scalars().all() if todo else []
     return Submission(run_id, model_id, fingerprint, list(ids), skipped)

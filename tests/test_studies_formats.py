@@ -64,3 +64,15 @@ def test_plain_4d_nifti_is_one_frame_per_phase(tmp_path: Path) -> None:
     study = load_nifti_study(write_nifti(tmp_path / "cine.nii.gz", data))
     assert study.frame_numbers == (1, 2, 3, 4, 5)
     assert [float(f.image[0, 0, 0]) for f in study.frames] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.acdc
+def test_raw_dataset_studies_are_discovered_and_opened(tmp_path: Path, acdc_root: Path) -> None:
+    from heartseg.studies import open_study
+    from scheduler.discovery import discover_local
+
+    folder = _raw_dataset(tmp_path, acdc_root, ["patient001", "patient090"])
+    sources = discover_local(folder)
+    assert sources == [f"{folder.resolve()}#patient001", f"{folder.resolve()}#patient090"]
+    study = open_study(sources[1])
+    assert study.study_id == "patient090" and study.frame_numbers == (4, 11)

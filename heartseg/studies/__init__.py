@@ -18,18 +18,27 @@ from heartseg.studies.acdc import is_acdc_patient, load_acdc_patient
 from heartseg.studies.model import Frame, Study, StudyInfo
 from heartseg.studies.nifti import is_nifti
 from heartseg.studies.nifti_files import load_nifti_study
+from heartseg.studies.nnunet_raw import load_nnunet_study
 
 __all__ = ["Frame", "Study", "StudyError", "StudyInfo", "open_study"]
 
 
+#: Separates an nnU-Net raw dataset folder from a study id in a source: ``/data/Dataset027_ACDC#patient001``.
+DATASET_STUDY_SEPARATOR = "#"
+
+
 def open_study(path: str | Path, *, cine: bool = True) -> Study:
-    """Load a study from an ACDC patient folder or a NIfTI file, whichever ``path`` is.
+    """Load a study from an ACDC patient folder, a NIfTI file, or ``DATASET_DIR#study`` (nnU-Net raw).
 
     Raises
     ------
     StudyError
-        If ``path`` is neither, or the study is unreadable.
+        If ``path`` is none of these, or the study is unreadable.
     """
+    text = str(path)
+    if DATASET_STUDY_SEPARATOR in text:
+        folder, study_id = text.rsplit(DATASET_STUDY_SEPARATOR, 1)
+        return load_nnunet_study(folder, study_id)
     path = Path(path)
     if path.is_dir():
         if is_acdc_patient(path) or not any(path.iterdir()):
