@@ -102,6 +102,24 @@ def reference_indices_command(
 
 
 @app.command()
+def convert(
+    dicom_dir: Annotated[Path, typer.Argument(help="Folder of one cine MR series (DICOM files, any names).")],
+    out: Annotated[Path, typer.Argument(help="4D NIfTI to write (x, y, z, phase).")],
+) -> None:
+    """Convert a DICOM cine series to one 4D NIfTI, ordered by slice position and trigger time."""
+    from heartseg.studies.dicom import load_dicom_cine, write_cine_nifti
+
+    try:
+        study = load_dicom_cine(dicom_dir)
+    except HeartSegError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    write_cine_nifti(study, out)
+    spacing = ", ".join(f"{s:.4g}" for s in study.spacing)
+    console.print(f"wrote {out}: {study.shape} x {len(study.frames)} phases, spacing ({spacing}) mm")
+
+
+@app.command()
 def phantom(
     out: Annotated[Path, typer.Argument(help="Folder to write the cohort into (ACDC layout).")],
     patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 4,

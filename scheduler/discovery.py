@@ -7,6 +7,7 @@ from pathlib import Path
 from heartseg.errors import StudyError
 from heartseg.studies import DATASET_STUDY_SEPARATOR
 from heartseg.studies.acdc import is_acdc_patient
+from heartseg.studies.dicom import is_dicom_folder
 from heartseg.studies.nifti import is_nifti
 from heartseg.studies.nnunet_raw import is_nnunet_raw_dataset, list_cases
 
@@ -24,7 +25,9 @@ def discover_local(source: Path) -> list[str]:
         return [str(source.resolve())]
     if is_nnunet_raw_dataset(source):
         return [f"{source.resolve()}{DATASET_STUDY_SEPARATOR}{study}" for study in list_cases(source)]
-    found = [p for p in sorted(source.iterdir()) if (p.is_dir() and is_acdc_patient(p)) or
+    if is_dicom_folder(source):
+        return [str(source.resolve())]
+    found = [p for p in sorted(source.iterdir()) if (p.is_dir() and (is_acdc_patient(p) or is_dicom_folder(p))) or
              (p.is_file() and is_nifti(p) and not p.name.endswith(("_gt.nii.gz", "_gt.nii")))]
     if not found:
         raise StudyError(source, "no studies found (ACDC patient folders with Info.cfg, or NIfTI files)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from heartseg.errors import StudyError
 from heartseg.studies.acdc import is_acdc_patient, load_acdc_patient
+from heartseg.studies.dicom import is_dicom_folder, load_dicom_cine
 from heartseg.studies.model import Frame, Study, StudyInfo
 from heartseg.studies.nifti import is_nifti
 from heartseg.studies.nifti_files import load_nifti_study
@@ -28,7 +29,8 @@ DATASET_STUDY_SEPARATOR = "#"
 
 
 def open_study(path: str | Path, *, cine: bool = True) -> Study:
-    """Load a study from an ACDC patient folder, a NIfTI file, or ``DATASET_DIR#study`` (nnU-Net raw).
+    """Load a study from an ACDC patient folder, a DICOM cine series folder, a NIfTI file, or
+    ``DATASET_DIR#study`` (a study of an nnU-Net raw dataset).
 
     Raises
     ------
@@ -43,7 +45,9 @@ def open_study(path: str | Path, *, cine: bool = True) -> Study:
     if path.is_dir():
         if is_acdc_patient(path) or not any(path.iterdir()):
             return load_acdc_patient(path, cine=cine)
-        raise StudyError(path, "folder is not an ACDC patient folder (no Info.cfg)")
+        if is_dicom_folder(path):
+            return load_dicom_cine(path)
+        raise StudyError(path, "folder is neither an ACDC patient folder (no Info.cfg) nor a DICOM series")
     if is_nifti(path):
         return load_nifti_study(path)
     if not path.exists():
