@@ -139,3 +139,20 @@ def test_compressed_syntax_without_decoder_is_refused(series_dir: Path, tmp_path
     dataset.save_as(files[2], enforce_file_format=True)
     with pytest.raises(StudyError, match=rf"{files[2].name}: cannot decode the pixel data \(transfer syntax"):
         load_dicom_cine(tmp_path / "s")
+
+
+def test_contours_become_reference_labels(series_dir: Path) -> None:
+    from heartseg.studies.sunnybrook import contour_references
+
+    references = contour_references(series_dir, series_dir.parent / "SCD0000101_contours")
+    assert len(references) == 18  # every i-contour file
+    assert sum(r.has_myocardium for r in references) == 9  # every o-contour file
+    study = load_dicom_cine(series_dir)
+    for ref in references:
+        assert ref.labels.shape == study.shape[:2]
+        assert (ref.labels == 3).sum() > 100
+        assert ((ref.labels == 2).sum() > 0) == ref.has_myocardium
+        # the image the contour was drawn on is the one the reader placed at (slice, phase)
+        dataset = pydicom.dcmread(series_dir / f"{ref.instance}.dcm")
+        np.testing.assert_array_equal(dataset.pixel_array.T.astype(np.float32),
+                                      study.frame(ref.phase).image[:, :, ref.slice_index])
