@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         default=4 * 3600.0, gt=0,
         description="Redis re-delivers an unacknowledged task after this long; keep it above the hard time limit.",
     )
+    pseudonymize_key: str | None = Field(
+        default=None, repr=False,
+        description="When set, the record keeps HMAC-SHA256 pseudonyms instead of patient/study identifiers.",
+    )
     shared_data: Path = Field(
         default=Path("../shared/data"),
         description="Folder holding the shared data sets (acdc/training, sunnybrook).",

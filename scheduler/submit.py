@@ -12,6 +12,7 @@ from db.schema import Study
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
 from heartseg.models import available_folds, model_fingerprint
+from heartseg.privacy import pseudonym
 from heartseg.settings import Settings
 
 
@@ -53,7 +54,8 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
         run_id = ensure_run(session, name=name, source_uri=source_uri, model_id=model_id, frames=frames)
         skipped = [] if force else sorted(done_source_uris(session, fingerprint, sources))
         todo = [s for s in sources if s not in set(skipped)]
-        add_studies(session, run_id, [{"source_uri": s, "patient_id": study_name(s)} for s in todo])
+        key = settings.pseudonymize_key
+        add_studies(session, run_id, [{"source_uri": s, "patient_id": pseudonym(study_name(s), key)} for s in todo])
         ids = session.execute(select(Study.id).where(Study.run_id == run_id, Study.source_uri.in_(todo))
                               .order_by(Study.id)).scalars().all() if todo else []
     return Submission(run_id, model_id, fingerprint, list(ids), skipped)

@@ -107,3 +107,31 @@ def test_resubmitting_skips_done_studies_unless_forced(sqlite_url: str, cohort: 
                             force=True)
     assert len(forced.study_ids) == 2
     engine.dispose()
+
+
+def test_pseudonymized_record_keeps_no_identifier(sqlite_url: str, cohort: list[Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from heartseg.privacy import pseudonym
+    from heartseg.settings import get_settings
+
+    monkeypatch.setenv("HEARTSEG_PSEUDONYMIZE_KEY", "secret")
+    get_settings.cache_clear()
+    try:
+        engine = open_record(sqlite_url)
+        model_dir = fake_model(tmp_path / "models")
+        settings = Settings(trusted_model_roots=[tmp_path / "models"])
+        sources = [str(f) for f in cohort[:2]]
+        submission = submit_sources(engine, settings, name="anon", source_uri="x", sources=sources,
+                                    model_dir=model_dir)
+        store = LocalStore(tmp_path / "results")
+        model = ModelInfo(submission.fingerprint, Oracle(cohort[:2]))
+        for study_id in submission.study_ids:
+            assert segment_stage(engine, study_id, model, store, worker="t", lease_s=60)
+        with session_scope(engine) as session:
+            names = sorted(session.execute(select(Study.patient_id)).scalars())
+        assert names == sorted(pseudonym(f"phantom00{i}", "secret") for i in (1, 2))
+        assert all(n.startswith("anon-") and "phantom" not in n for n in names)
+        assert pseudonym("phantom001", "secret") != pseudonym("phantom001", "other")
+        engine.dispose()
+    finally:
+        get_settings.cache_clear()

@@ -24,6 +24,7 @@ from db.session import session_scope
 from db.writes import record_indices, record_mask, record_metrics
 from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure
+from heartseg.privacy import pseudonym
 from heartseg.settings import get_settings
 from heartseg.storage import ResultStore, gzip_deterministic, mask_key, sha256_hex
 from heartseg.studies.model import Study as LoadedStudy
@@ -96,6 +97,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         logger.warning("study %s failed: %s", study_id, exc)
         return False
     load_s = time.perf_counter() - started
+    name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
     predict_s = write_s = 0.0
     labels: dict[int, np.ndarray] = {}
     masks = []
@@ -104,7 +106,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         labels[number] = model.segment(study.frame(number).image, study.spacing)
         t1 = time.perf_counter()
         data = encode_mask(labels[number], study)
-        uri = store.put(mask_key(model.fingerprint, run_name, study.study_id, number), data)
+        uri = store.put(mask_key(model.fingerprint, run_name, name, number), data)
         masks.append((number, uri, sha256_hex(data)))
         write_s += time.perf_counter() - t1
         predict_s += t1 - t0
@@ -119,7 +121,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
             phase_source = None
     with session_scope(engine) as session:
         session.execute(update(Study).where(Study.id == study_id).values(
-            patient_id=study.info.patient_id, pathology_group=study.info.group, height_cm=study.info.height_cm,
+            patient_id=name, pathology_group=study.info.group, height_cm=study.info.height_cm,
             weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
         for number, uri, digest in masks:
             phase = "ED" if number == ed else "ES" if number == es else "other"
