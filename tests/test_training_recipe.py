@@ -1,0 +1,48 @@
+"""The parts of the model recipe that run without training: split, dataset conversion, plans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workers.training.dataset import convert_acdc, write_split
+from workers.training.split import TRAINING_PATIENTS, VALIDATION_PATIENTS
+
+
+def test_split_is_80_20_stratified_by_group() -> None:
+    assert len(TRAINING_PATIENTS) == 80 and len(VALIDATION_PATIENTS) == 20
+    assert not set(TRAINING_PATIENTS) & set(VALIDATION_PATIENTS)
+    groups = [(int(p[-3:]) - 1) // 20 for p in VALIDATION_PATIENTS]  # 0 DCM, 1 HCM, 2 MINF, 3 NOR, 4 RV
+    assert sorted(groups) == [g for g in range(5) for _ in range(4)]
+    assert VALIDATION_PATIENTS[:4] == ("patient017", "patient018", "patient019", "patient020")
+
+
+@pytest.mark.acdc
+def test_conversion_matches_nnunet_dataset027_layout(acdc_root: Path, tmp_path: Path) -> None:
+    out = convert_acdc(acdc_root, tmp_path, ("patient001", "patient090"))
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
+        "patient001_frame01_0000.nii.gz", "patient001_frame12_0000.nii.gz",
+        "patient090_frame04_0000.nii.gz", "patient090_frame11_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
+        "patient001_frame01.nii.gz", "patient001_frame12.nii.gz",
+        "patient090_frame04.nii.gz", "patient090_frame11.nii.gz"]
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
+    assert dataset["channel_names"] == {"0": "cineMRI"} and dataset["numTraining"] == 4
+    write_split(tmp_path / "pre", ("patient001",), ("patient090",),
+                ["patient001_frame01", "patient001_frame12", "patient090_frame04", "patient090_frame11"])
+    split = json.loads((tmp_path / "pre" / "splits_final.json").read_text())
+    assert split == [{"train": ["patient001_frame01", "patient001_frame12"],
+                      "val": ["patient090_frame04", "patient090_frame11"]}]
+
+
+def test_shipped_model_uses_the_reduced_plans() -> None:
+    from heartseg.settings import Settings
+
+    plans = json.loads((Settings().model_dir / "plans.json").read_text())
+    config = plans["configurations"]["2d"]
+    assert plans["plans_name"] == "HeartSegPlans"
+    assert config["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 128, 128]
+    assert config["patch_size"] == [160, 160]

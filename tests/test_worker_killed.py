@@ -1,0 +1,77 @@
+"""A GPU worker killed with SIGKILL mid-study: the study is taken up again and recorded once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from sqlalchemy import func, select
+
+from db.schema import Mask, Study, StudyStatus
+from db.session import make_engine, session_scope
+from heartseg.phantom import draw_parameters, write_patient
+from scheduler.worker_launcher import cpu_worker_command, gpu_worker_commands
+
+
+def start(argv_env: tuple[list[str], dict[str, str]], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    argv, extra = argv_env
+    return subprocess.Popen(argv, env={**env, **extra}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def test_killed_worker_leaves_its_study_to_be_done_again_once(postgres_url: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    params = draw_parameters("phantom001", np.random.default_rng(8))
+    write_patient(tmp_path / "cohort" / "phantom001", params)
+    db = int(uuid.uuid4().int % 5) + 10
+    broker = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    broker.flushdb()
+    env = {**os.environ, "HEARTSEG_DATABASE_URL": postgres_url, "HEARTSEG_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+           "HEARTSEG_RESULTS_URI": str(tmp_path / "results"), "HEARTSEG_USE_MIRRORING": "false",
+           "HEARTSEG_LEASE_S": "8"}
+    submitted = subprocess.run([sys.executable, "-m", "scheduler.cli", "submit", str(tmp_path / "cohort"),
+                                "--run", "kill", "--frames", "all"], env=env, capture_output=True, text=True,
+                               timeout=120, check=False)
+    assert submitted.returncode == 0, submitted.stderr
+    engine = make_engine(postgres_url)
+    procs = [start(gpu_worker_commands(["cpu"], hostname="first")[0], env, tmp_path / "first.log"),
+             start(cpu_worker_command(1), env, tmp_path / "cpu.log")]
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait until the first worker is inside the study
+            with session_scope(engine) as session:
+                study = session.execute(select(Study)).scalar_one()
+                n_masks = session.execute(select(func.count()).select_from(Mask)).scalar_one()
+            if study.status == StudyStatus.RUNNING:
+                break
+            time.sleep(0.2)
+        assert study.status == StudyStatus.RUNNING and study.worker.startswith("gpucpu@first")
+        time.sleep(3)
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(30)
+        with session_scope(engine) as session:
+            assert session.execute(select(Study.status)).scalar_one() == StudyStatus.RUNNING  # the lease holds
+        procs.append(start(gpu_worker_commands(["cpu"], hostname="second")[0], env, tmp_path / "second.log"))
+        status = subprocess.run([sys.executable, "-m", "scheduler.cli", "status", "kill", "--wait", "--poll", "1"],
+                                env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        with session_scope(engine) as session:
+            study = session.execute(select(Study)).scalar_one()
+            assert study.status == StudyStatus.DONE
+            assert study.attempts == 2 and study.worker.startswith("gpucpu@second")
+            masks = session.execute(select(Mask.frame)).scalars().all()
+            assert sorted(masks) == list(range(1, params.n_frames + 1))  # every phase, once
+        assert n_masks == 0  # masks are recorded only when the study is fully segmented
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        engine.dispose()
+        broker.flushdb()
