@@ -17,16 +17,20 @@ def _acdc_root() -> Path:
     return Settings().acdc_training_dir
 
 
-@pytest.fixture(scope="session")
-def acdc_root() -> Path:
-    """The real ACDC training folder; skipped locally when absent, an error in CI."""
-    root = _acdc_root()
-    if not root.is_dir():
-        message = f"ACDC data not found at {root.resolve()} (set HEARTSEG_SHARED_DATA)"
+def require_shared(path: Path, what: str) -> Path:
+    """``path`` when it exists; else skip the test locally, and fail it in CI (where the data must be)."""
+    if not path.exists():
+        message = f"{what} not found at {path.resolve()} (set HEARTSEG_SHARED_DATA)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return root
+    return path
+
+
+@pytest.fixture(scope="session")
+def acdc_root() -> Path:
+    """The real ACDC training folder."""
+    return require_shared(_acdc_root(), "ACDC data")
 
 
 def write_nifti(path: Path, data: np.ndarray, spacing: tuple[float, ...] = (1.5, 1.5, 10.0),

@@ -17,19 +17,12 @@ from heartseg.errors import StudyError
 from heartseg.settings import Settings
 from heartseg.studies import open_study
 from heartseg.studies.dicom import _image, group_slices, load_dicom_cine, read_series
+from tests.conftest import require_shared
 
 
 @pytest.fixture(scope="module")
 def series_dir() -> Path:
-    folder = Settings().shared_data / "sunnybrook" / "SCD0000101"
-    if not folder.is_dir():
-        import os
-
-        message = f"Sunnybrook series not found at {folder.resolve()} (set HEARTSEG_SHARED_DATA)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return folder
+    return require_shared(Settings().shared_data / "sunnybrook" / "SCD0000101", "Sunnybrook series")
 
 
 def test_sunnybrook_loads_with_shape_spacing_and_phase_order(series_dir: Path) -> None:
