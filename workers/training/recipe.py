@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument("--stop-after", type=int, default=None, help="pause after this many epochs")
+    parser.add_argument("--acdc-only-epochs", type=int, default=ACDC_ONLY_EPOCHS,
+                        help="with 'all': epochs before the phantoms join")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth")
+    parser.add_argument("--export-dir", type=Path, default=EXPORT_DIR, help="where 'export' writes the model folder")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     set_nnunet_paths(work)
@@ -200,11 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "add-phantoms":
         add_phantoms(work)
     if args.step == "all":
-        train(work, args.epochs, args.iterations, ACDC_ONLY_EPOCHS)
+        train(work, args.epochs, args.iterations, args.acdc_only_epochs)
         add_phantoms(work)
         train(work, args.epochs, args.iterations)
     if args.step in ("export", "all"):
-        print(export(work, checkpoint=args.checkpoint))
+        print(export(work, target=args.export_dir, checkpoint=args.checkpoint))
 
 
 if __name__ == "__main__":
