@@ -45,14 +45,22 @@ def renew_lease(session: Session, study_id: int, worker: str, lease_s: float) ->
     return result.rowcount == 1
 
 
-def mark_segmented(session: Session, study_id: int, *, ed: int | None, es: int | None, phase_source: str | None,
-                   load_s: float, predict_s: float, write_s: float) -> None:
-    """Masks are written: record the frames used and the timings."""
+def record_segmentation(session: Session, study_id: int, *, ed: int | None, es: int | None,
+                        phase_source: str | None, load_s: float, predict_s: float, write_s: float) -> None:
+    """Masks are written: record the frames used and the timings (the status is left as it is)."""
     session.execute(
         update(Study).where(Study.id == study_id)
-        .values(status=StudyStatus.SEGMENTED, segmented_at=now(), ed_frame=ed, es_frame=es,
-                phase_source=phase_source, load_s=load_s, predict_s=predict_s, write_s=write_s,
-                lease_expires_at=None)
+        .values(segmented_at=now(), ed_frame=ed, es_frame=es, phase_source=phase_source, load_s=load_s,
+                predict_s=predict_s, write_s=write_s)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_segmented(session: Session, study_id: int) -> None:
+    """running -> segmented, only if the study is still running (its evaluation may already have finished it)."""
+    session.execute(
+        update(Study).where(Study.id == study_id, Study.status == StudyStatus.RUNNING)
+        .values(status=StudyStatus.SEGMENTED, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
 

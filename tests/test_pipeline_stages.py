@@ -135,3 +135,41 @@ def test_pseudonymized_record_keeps_no_identifier(sqlite_url: str, cohort: list[
         engine.dispose()
     finally:
         get_settings.cache_clear()
+
+
+def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str, cohort: list[Path],
+                                                                  tmp_path: Path) -> None:
+    """Killed after recording masks but before enqueueing metrics: the lease expires, the study is redone once."""
+    import time
+
+    from db.lifecycle import requeue_expired
+
+    engine = open_record(sqlite_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"])
+    submission = submit_sources(engine, settings, name="die", source_uri="x", sources=[str(cohort[0])],
+                                model_dir=model_dir)
+    (study_id,) = submission.study_ids
+    store = LocalStore(tmp_path / "results")
+    model = ModelInfo(submission.fingerprint, Oracle(cohort[:1]))
+
+    def die() -> None:
+        raise SystemExit("worker killed")
+
+    with pytest.raises(SystemExit):
+        segment_stage(engine, study_id, model, store, worker="w1", lease_s=0.5, enqueue_evaluation=die)
+    with session_scope(engine) as session:
+        assert session.execute(select(Study.status)).scalar_one() == StudyStatus.RUNNING  # not stuck as segmented
+    time.sleep(0.6)
+    with session_scope(engine) as session:
+        assert requeue_expired(session) == [study_id]
+    evaluated = []
+    assert segment_stage(engine, study_id, model, store, worker="w2", lease_s=60,
+                         enqueue_evaluation=lambda: evaluated.append(study_id))
+    evaluate_stage(engine, evaluated[0], store)
+    with session_scope(engine) as session:
+        study = session.execute(select(Study)).scalar_one()
+        assert (study.status, study.attempts) == (StudyStatus.DONE, 2)
+        assert session.execute(select(func.count()).select_from(Mask)).scalar_one() == 2
+        assert session.execute(select(func.count()).select_from(Metric)).scalar_one() == 6
+    engine.dispose()

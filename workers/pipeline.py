@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from sqlalchemy import Engine, select, update
 
-from db.lifecycle import claim_study, mark_done, mark_failed, mark_segmented, study_with_run
+from db.lifecycle import claim_study, mark_done, mark_failed, mark_segmented, record_segmentation, study_with_run
 from db.schema import IndexSource, Mask, Study
 from db.session import session_scope
 from db.writes import record_indices, record_mask, record_metrics
@@ -76,8 +76,15 @@ def decode_mask(data: bytes) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: ResultStore, *, worker: str,
-                  lease_s: float, renew: Callable[[], None] | None = None) -> bool:
+                  lease_s: float, renew: Callable[[], None] | None = None,
+                  enqueue_evaluation: Callable[[], None] | None = None) -> bool:
     """Segment one study; True when its masks are recorded and metrics should follow.
+
+    Order, so that a worker killed at any point loses nothing: the masks and frames are
+    recorded while the study is still ``running`` under this worker's lease; then the
+    evaluation is enqueued (``enqueue_evaluation``); only then is the study marked
+    ``segmented``. Killed before the enqueue, the lease expires and the study is segmented
+    again (the same rows, upserted); killed after it, the evaluation finishes the study.
 
     Bad input marks the study failed with the reason (no retry). A study that another
     worker holds, or that is already past this stage, is left alone (False).
@@ -127,8 +134,12 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
             phase = "ED" if number == ed else "ES" if number == es else "other"
             record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
                         sha256=digest, shape=study.shape, spacing=study.spacing)
-        mark_segmented(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=load_s,
-                       predict_s=predict_s, write_s=write_s)
+        record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=load_s,
+                            predict_s=predict_s, write_s=write_s)
+    if enqueue_evaluation is not None:
+        enqueue_evaluation()
+    with session_scope(engine) as session:
+        mark_segmented(session, study_id)
     return True
 
 

@@ -79,9 +79,12 @@ def segment_study(self: StudyTask, study_id: int) -> None:
         with session_scope(self.engine) as session:
             renew_lease(session, study_id, worker, settings.lease_s)
 
-    model = ModelInfo(segmenter.fingerprint, segmenter.segment)
-    if segment_stage(self.engine, study_id, model, self.store, worker=worker, lease_s=settings.lease_s, renew=renew):
+    def enqueue_evaluation() -> None:
         evaluate_study.apply_async(args=[study_id], queue=CPU_QUEUE)
+
+    model = ModelInfo(segmenter.fingerprint, segmenter.segment)
+    segment_stage(self.engine, study_id, model, self.store, worker=worker, lease_s=settings.lease_s, renew=renew,
+                  enqueue_evaluation=enqueue_evaluation)
 
 
 @app.task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
