@@ -26,7 +26,7 @@ from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure
 from heartseg.privacy import pseudonym
 from heartseg.settings import get_settings
-from heartseg.storage import ResultStore, gzip_deterministic, mask_key, sha256_hex
+from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask_key, sha256_hex
 from heartseg.studies.model import Study as LoadedStudy
 from heartseg.studies.remote import load_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
@@ -167,6 +167,8 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
                                    metrics={s.value: m.as_dict() for s, m in metrics.items()})
             _record_indices(session, study_id, model_id, study, predicted, ed, es)
             mark_done(session, study_id, metrics_s=time.perf_counter() - started)
+    except StorageError:
+        raise  # the results store was unreachable: transient, the task retries it
     except HeartSegError as exc:
         with session_scope(engine) as session:
             mark_failed(session, study_id, str(exc))
