@@ -7,16 +7,18 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 export HEARTSEG_SHARED_DATA ?= ../shared/data
 
-.PHONY: help install services test demo model bench clean
+.PHONY: help install services system test demo model bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+CHECK_REQUIREMENTS := $(wildcard requirements/checks-*.txt)
+
+$(STAMP): pyproject.toml requirements/constraints.txt $(CHECK_REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -c requirements/constraints.txt -e '.[worker,test]'
+	$(PIP) install --quiet -c requirements/constraints.txt -e '.[worker,test]' $(addprefix -r ,$(CHECK_REQUIREMENTS))
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv with torch (CPU), nnunetv2 and the project (skipped when up to date)
@@ -24,7 +26,10 @@ install: $(STAMP) ## Create .venv with torch (CPU), nnunetv2 and the project (sk
 services: ## Make sure PostgreSQL and Redis answer on 127.0.0.1 (start them if not)
 	.ci/services.sh
 
-test: $(STAMP) services ## Install if needed, start the services, lint, run the test suite
+system: ## Install the Debian packages the tests need (Orthanc PACS) when missing
+	.ci/system-packages.sh
+
+test: $(STAMP) system services ## Install if needed, start the services, lint, run the test suite
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

@@ -156,6 +156,9 @@ class Mask(Base):
     spacing_x_mm: Mapped[float]
     spacing_y_mm: Mapped[float]
     spacing_z_mm: Mapped[float]
+    seg_uri: Mapped[str | None] = mapped_column(Text)
+    """The same mask as a DICOM SEG object (DICOM sources only)."""
+    seg_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[Created]
 
 

@@ -69,14 +69,19 @@ def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, An
 
 
 def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase, uri: str,
-                sha256: str, shape: Sequence[int], spacing: Sequence[float]) -> None:
-    """Record (or re-record) the mask of one study frame."""
-    if len(sha256) != 64:
-        raise RecordError(f"study {study_id} frame {frame}: sha256 must be 64 hex digits, got {sha256!r}")
+                sha256: str, shape: Sequence[int], spacing: Sequence[float], seg_uri: str | None = None,
+                seg_sha256: str | None = None) -> None:
+    """Record (or re-record) the mask of one study frame (and its DICOM SEG, for a DICOM source)."""
+    for name, digest in (("sha256", sha256), ("seg_sha256", seg_sha256 or "0" * 64)):
+        if len(digest) != 64:
+            raise RecordError(f"study {study_id} frame {frame}: {name} must be 64 hex digits, got {digest!r}")
+    if (seg_uri is None) != (seg_sha256 is None):
+        raise RecordError(f"study {study_id} frame {frame}: a SEG needs both its URI and its checksum")
     upsert(session, Mask.__table__, [{
         "study_id": study_id, "model_id": model_id, "frame": frame, "phase": Phase(phase).value, "uri": uri,
         "sha256": sha256, "shape": ",".join(str(int(n)) for n in shape),
         "spacing_x_mm": float(spacing[0]), "spacing_y_mm": float(spacing[1]), "spacing_z_mm": float(spacing[2]),
+        "seg_uri": seg_uri, "seg_sha256": seg_sha256,
     }], ["study_id", "model_id", "frame"])
 
 

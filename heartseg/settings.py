@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,18 @@ class Settings(BaseSettings):
     pseudonymize_key: str | None = Field(
         default=None, repr=False,
         description="When set, the record keeps HMAC-SHA256 pseudonyms instead of patient/study identifiers.",
+    )
+    dicomweb_auth: str | None = Field(
+        default=None, repr=False,
+        description="HTTP basic credentials 'user:password' for DICOMweb sources (a PACS), never put in URIs.",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port of a worker's Prometheus /metrics endpoint (0.0.0.0); unset: no endpoint. "
+                    "`heartseg worker gpu` gives its n-th device port + n.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json' writes one JSON object per log line, with run and study ids.",
     )
     shared_data: Path = Field(
         default=Path("../shared/data"),

@@ -116,6 +116,11 @@ def mask_key(fingerprint: str, run: str, patient_id: str, frame: int) -> str:
     return f"masks/{fingerprint[:16]}/{safe_key_part(run)}/{patient}/{patient}_frame{frame:02d}.nii.gz"
 
 
+def seg_key(fingerprint: str, run: str, patient_id: str, frame: int) -> str:
+    """The DICOM SEG beside the mask of :func:`mask_key`: ``..._frame<NN>_seg.dcm``."""
+    return mask_key(fingerprint, run, patient_id, frame).removesuffix(".nii.gz") + "_seg.dcm"
+
+
 def gzip_deterministic(data: bytes) -> bytes:
     """gzip without a timestamp, so the same mask always has the same bytes and checksum."""
     return gzip.compress(data, compresslevel=6, mtime=0)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from heartseg.errors import HeartSegError
+from heartseg.errors import HeartSegError, StudyError
 from heartseg.settings import Settings, get_settings
 
 app = typer.Typer(help="HeartSeg: bulk nnU-Net v2 segmentation of cardiac cine MRI cohorts.", no_args_is_help=True)
@@ -35,9 +35,9 @@ def _progress() -> Progress:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from heartseg.logs import configure_logging
+
+    configure_logging(get_settings().log_format, logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
@@ -254,24 +254,46 @@ def export(
 
 @app.command()
 def submit(
-    source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix of studies (ACDC patient folders "
-                                                "or NIfTI files).")],
+    source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix of studies (ACDC patient folders, "
+                                                "DICOM series folders or NIfTI files), or a PACS: "
+                                                "dicomweb://HOST:PORT/dicom-web.")],
     model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
     frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
+    study: Annotated[list[str] | None, typer.Option(
+        "--study", help="DICOMweb: a StudyInstanceUID to segment (repeatable; default: every study with MR).")] = None,
+    series: Annotated[str | None, typer.Option(
+        "--series", help="DICOMweb: the cine SeriesInstanceUID (default: the study's MR series with most images).")]
+        = None,
 ) -> None:
     """Record a run of a cohort and enqueue its studies on the gpu queue."""
     if frames not in ("ed-es", "all"):
         err_console.print("[red]error:[/red] --frames must be ed-es or all")
         raise typer.Exit(2)
-    _submit(get_settings(), source, model, run, frames, force)
+    _submit(get_settings(), source, model, run, frames, force, studies=study or [], series=series)
 
 
-def _submit(settings: Settings, source: str, model: Path | None, run: str | None, frames: str, force: bool) -> str:
+def _discover(settings: Settings, source: str, studies: list[str], series: str | None) -> list[str]:
+    """The study sources under a folder, an S3 prefix or a DICOMweb service."""
+    from heartseg.studies.dicomweb import discover_dicomweb, is_dicomweb
+    from scheduler.discovery import discover_local
+
+    if is_dicomweb(source):
+        return discover_dicomweb(source, studies, series_uid=series, auth=settings.dicomweb_auth)
+    if studies or series:
+        raise StudyError(source, "--study and --series apply to dicomweb:// sources only")
+    if source.startswith("s3://"):
+        from heartseg.studies.remote import discover_s3
+
+        return discover_s3(source, settings.s3_endpoint_url)
+    return discover_local(Path(source))
+
+
+def _submit(settings: Settings, source: str, model: Path | None, run: str | None, frames: str, force: bool,
+            studies: list[str] | None = None, series: str | None = None) -> str:
     """Discover, record and enqueue; returns the run name."""
     from db.session import open_record
-    from scheduler.discovery import discover_local
     from scheduler.enqueue import enqueue_segmentation
     from scheduler.submit import submit_sources
     from workers.celery_app import create_app
@@ -279,12 +301,7 @@ def _submit(settings: Settings, source: str, model: Path | None, run: str | None
     model_dir = model or settings.model_dir
     name = run or f"{Path(source.rstrip('/')).name}-{frames}"
     try:
-        if source.startswith("s3://"):
-            from heartseg.studies.remote import discover_s3
-
-            sources = discover_s3(source, settings.s3_endpoint_url)
-        else:
-            sources = discover_local(Path(source))
+        sources = _discover(settings, source, studies or [], series)
         engine = open_record(settings.database_url)
         submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
                                     model_dir=model_dir, frames=frames, force=force)

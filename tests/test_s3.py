@@ -100,3 +100,17 @@ def test_stages_read_from_and_write_to_s3(bucket: str, s3_endpoint: str, tmp_pat
         engine.dispose()
     finally:
         get_settings.cache_clear()
+
+
+def test_dicom_series_in_s3_is_discovered_and_loaded(bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
+    from heartseg.studies.remote import load_source
+    from tests.conftest import require_shared
+
+    series = require_shared(get_settings().shared_data / "sunnybrook" / "SCD0000101", "Sunnybrook series")
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    upload_folder(client, bucket, "studies/dicom/SCD0000101", series)
+    found = discover_s3(f"s3://{bucket}/studies/dicom", s3_endpoint)
+    assert found == [f"s3://{bucket}/studies/dicom/SCD0000101"]
+    study = load_source(found[0], cine=True, cache_dir=tmp_path / "cache", endpoint_url=s3_endpoint)
+    assert study.shape == (256, 256, 12) and len(study.frames) == 20
+    assert study.dicom_files is not None and len(study.dicom_files[1]) == 12

@@ -6,8 +6,12 @@ by name with it.
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from heartseg.logs import configure_logging
 from heartseg.settings import Settings, get_settings
 
 SEGMENT_TASK = "heartseg.segment_study"
@@ -69,6 +73,13 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("heartseg", include=["workers.tasks"])
     app.conf.update(celery_config(settings or get_settings()))
     return app
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
+    """Workers log through HeartSeg's handler (text or JSON, with run and study ids) instead of Celery's."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
+    configure_logging(get_settings().log_format, level)
 
 
 app = create_app()

@@ -26,7 +26,7 @@ from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure
 from heartseg.privacy import pseudonym
 from heartseg.settings import get_settings
-from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask_key, sha256_hex
+from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
 from heartseg.studies.model import Study as LoadedStudy
 from heartseg.studies.remote import load_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
@@ -48,7 +48,8 @@ class ModelInfo:
 
 def _load(source: str, *, cine: bool) -> LoadedStudy:
     settings = get_settings()
-    return load_source(source, cine=cine, cache_dir=settings.cache_dir, endpoint_url=settings.s3_endpoint_url)
+    return load_source(source, cine=cine, cache_dir=settings.cache_dir, endpoint_url=settings.s3_endpoint_url,
+                       dicomweb_auth=settings.dicomweb_auth)
 
 
 def frames_to_segment(study: LoadedStudy, frames: str) -> tuple[int, ...]:
@@ -99,10 +100,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
     try:
         study = _load(source, cine=frames == "all")
     except StudyError as exc:
-        with session_scope(engine) as session:
-            mark_failed(session, study_id, str(exc))
-        logger.warning("study %s failed: %s", study_id, exc)
-        return False
+        return _failed(engine, study_id, exc)
     load_s = time.perf_counter() - started
     name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
     predict_s = write_s = 0.0
@@ -119,6 +117,12 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         predict_s += t1 - t0
         if renew is not None:
             renew()
+    t0 = time.perf_counter()
+    try:
+        segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
+    except StudyError as exc:
+        return _failed(engine, study_id, exc)
+    write_s += time.perf_counter() - t0
     ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
     if ed is None or es is None:
         if len(labels) >= 2:
@@ -132,8 +136,10 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
             weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
         for number, uri, digest in masks:
             phase = "ED" if number == ed else "ES" if number == es else "other"
+            seg_uri, seg_sha256 = segs.get(number, (None, None))
             record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
-                        sha256=digest, shape=study.shape, spacing=study.spacing)
+                        sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
+                        seg_sha256=seg_sha256)
         record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=load_s,
                             predict_s=predict_s, write_s=write_s)
     if enqueue_evaluation is not None:
@@ -141,6 +147,37 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
     with session_scope(engine) as session:
         mark_segmented(session, study_id)
     return True
+
+
+def _failed(engine: Engine, study_id: int, exc: StudyError) -> bool:
+    """Record bad input against the study (no retry); False: nothing follows."""
+    with session_scope(engine) as session:
+        mark_failed(session, study_id, str(exc))
+    logger.warning("study %s failed: %s", study_id, exc)
+    return False
+
+
+def write_segs(study: LoadedStudy, labels: dict[int, np.ndarray], fingerprint: str, store: ResultStore,
+               run_name: str, name: str, source: str) -> dict[int, tuple[str, str]]:
+    """For a DICOM study, each frame's mask as a DICOM SEG beside its NIfTI (and stored back to the PACS
+    it came from); ``{frame: (uri, sha256)}``, empty for other sources."""
+    if not study.dicom_files:
+        return {}
+    from heartseg import __version__
+    from heartseg.studies.dicomweb import is_dicomweb, store_instances
+    from workers.dicom_seg import build_seg, encode_seg, read_sources
+
+    segs, payloads = {}, []
+    for number, frame_labels in labels.items():
+        sources = read_sources(study.dicom_files[number])
+        data = encode_seg(build_seg(frame_labels, sources, fingerprint=fingerprint, frame=number,
+                                    version=__version__))
+        segs[number] = (store.put(seg_key(fingerprint, run_name, name, number), data), sha256_hex(data))
+        payloads.append(data)
+    if is_dicomweb(source):
+        store_instances(source, payloads, auth=get_settings().dicomweb_auth)
+        logger.info("stored %d SEG instances back to the PACS", len(payloads))
+    return segs
 
 
 def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:

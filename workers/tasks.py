@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from db.lifecycle import renew_lease
 from db.schema import Model, Run, Study
 from db.session import make_engine, session_scope
+from heartseg.logs import log_context
 from heartseg.settings import get_settings
 from heartseg.storage import ResultStore, StorageError, open_store
 from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK, app
@@ -67,10 +68,15 @@ class StudyTask(Task):
 def segment_study(self: StudyTask, study_id: int) -> None:
     """Segment one study and hand it to the CPU queue for metrics."""
     with session_scope(self.engine) as session:
-        path = session.execute(
-            select(Model.path).join(Run, Run.model_id == Model.id).join(Study, Study.run_id == Run.id)
+        path, run = session.execute(
+            select(Model.path, Run.name).join(Run, Run.model_id == Model.id).join(Study, Study.run_id == Run.id)
             .where(Study.id == study_id)
-        ).scalar_one()
+        ).one()
+    with log_context(run=run, study_id=study_id):
+        _segment(self, study_id, path)
+
+
+def _segment(self: StudyTask, study_id: int, path: str) -> None:
     segmenter = self.segmenter_for(path)
     settings = get_settings()
     worker = self.request.hostname or "worker"
@@ -90,7 +96,11 @@ def segment_study(self: StudyTask, study_id: int) -> None:
 @app.task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
 def evaluate_study(self: StudyTask, study_id: int) -> None:
     """Metrics and cardiac indices of one segmented study."""
-    evaluate_stage(self.engine, study_id, self.store)
+    with session_scope(self.engine) as session:
+        run = session.execute(select(Run.name).join(Study, Study.run_id == Run.id)
+                              .where(Study.id == study_id)).scalar_one()
+    with log_context(run=run, study_id=study_id):
+        evaluate_stage(self.engine, study_id, self.store)
 
 
 @inspect_command()

@@ -213,6 +213,7 @@ def load_dicom_cine(folder: str | Path, series_uid: str | None = None) -> Study:
         affine=affine,
         info=StudyInfo(patient_id=folder.name, n_frames=n_phases),
         header=header,
+        dicom_files={phase + 1: tuple(str(group[phase].path) for group in slices) for phase in range(n_phases)},
     )
 
 

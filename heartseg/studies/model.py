@@ -15,7 +15,7 @@ in HeartSeg (record, reports, file names).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +70,9 @@ class Study:
         states them (ACDC ``Info.cfg``); None when they must be found from volumes.
     header
         The source NIfTI header, kept so that masks are written in the same geometry.
+    dicom_files
+        For a DICOM source: per frame number, the image files of its slices in ``z`` order,
+        so that segmentations can be written back as DICOM SEG referencing them.
     """
 
     study_id: str
@@ -81,6 +84,7 @@ class Study:
     ed: int | None = None
     es: int | None = None
     header: object | None = field(default=None, repr=False)
+    dicom_files: Mapping[int, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.frames:

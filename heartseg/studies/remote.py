@@ -21,7 +21,8 @@ def _keys(client: object, bucket: str, prefix: str) -> list[str]:
 
 
 def discover_s3(uri: str, endpoint_url: str | None = None) -> list[str]:
-    """ACDC patient folders (prefixes holding an ``Info.cfg``) and NIfTI files under ``uri``."""
+    """ACDC patient folders (prefixes holding an ``Info.cfg``), DICOM series (prefixes holding
+    ``.dcm`` files) and NIfTI files under ``uri``."""
     bucket, prefix = split_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     try:
@@ -32,9 +33,11 @@ def discover_s3(uri: str, endpoint_url: str | None = None) -> list[str]:
     in_patient = tuple(p + "/" for p in patients)
     files = sorted(k for k in keys if k.endswith((".nii.gz", ".nii")) and not k.startswith(in_patient)
                    and not k.endswith(("_gt.nii.gz", "_gt.nii")))
-    found = [f"s3://{bucket}/{p}" for p in patients] + [f"s3://{bucket}/{k}" for k in files]
+    series = sorted({k.rsplit("/", 1)[0] for k in keys if k.lower().endswith(".dcm") and "/" in k} - set(patients))
+    found = [f"s3://{bucket}/{p}" for p in (*patients, *series)] + [f"s3://{bucket}/{k}" for k in files]
     if not found:
-        raise StudyError(uri, "no studies found (ACDC patient folders with Info.cfg, or NIfTI files)")
+        raise StudyError(uri, "no studies found (ACDC patient folders with Info.cfg, DICOM .dcm series, "
+                              "or NIfTI files)")
     return found
 
 
@@ -69,10 +72,15 @@ def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     return target
 
 
-def load_source(source: str, *, cine: bool, cache_dir: Path, endpoint_url: str | None = None) -> Study:
-    """Load a study from a local path or an ``s3://`` URI (fetched into ``cache_dir`` first)."""
+def load_source(source: str, *, cine: bool, cache_dir: Path, endpoint_url: str | None = None,
+                dicomweb_auth: str | None = None) -> Study:
+    """Load a study from a local path, an ``s3://`` URI or a ``dicomweb://`` series (fetched into
+    ``cache_dir`` first)."""
     from heartseg.studies import open_study
+    from heartseg.studies.dicomweb import fetch_series, is_dicomweb
 
+    if is_dicomweb(source):
+        return open_study(fetch_series(source, cache_dir, auth=dicomweb_auth), cine=cine)
     if source.startswith("s3://"):
         return open_study(fetch(source, cache_dir, endpoint_url), cine=cine)
     return open_study(source, cine=cine)

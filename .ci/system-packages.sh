@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests use (a real PACS: Orthanc with its DICOMweb plugin) when missing.
+set -euo pipefail
+
+packages=(orthanc orthanc-dicomweb)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+echo "installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The package starts a system-wide Orthanc on port 8042; the tests start their own, so stop that one.
+$SUDO service orthanc stop >/dev/null 2>&1 || true

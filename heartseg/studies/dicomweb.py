@@ -1,0 +1,189 @@
+"""Studies in a PACS over DICOMweb: find cine series (QIDO-RS), fetch them (WADO-RS), store SEGs back (STOW-RS).
+
+A DICOMweb source is written ``dicomweb://HOST:PORT/PATH/studies/<StudyUID>/series/<SeriesUID>``
+(``dicomwebs://`` for HTTPS): the service's own resource path with the scheme naming the
+protocol, so a study's source in the record says exactly where it lives. HTTP basic
+credentials come from ``HEARTSEG_DICOMWEB_AUTH`` (``user:password``), never from the URI.
+
+Errors: a study or series the PACS does not have is bad input (:class:`StudyError`); a PACS
+that does not answer is transient (:class:`PacsError`, a :class:`StorageError`), so the task retries.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from heartseg.errors import StudyError
+from heartseg.storage import StorageError, safe_key_part
+
+logger = logging.getLogger(__name__)
+
+SCHEMES = {"dicomweb": "http", "dicomwebs": "https"}
+_SOURCE = re.compile(r"^(?P<scheme>dicomwebs?)://(?P<rest>[^?#]+?)(?:/studies/(?P<study>[0-9.]+)"
+                     r"(?:/series/(?P<series>[0-9.]+))?)?/?$")
+#: DICOM attribute tags as QIDO-RS returns them.
+SERIES_UID_TAG, MODALITY_TAG, N_INSTANCES_TAG = "0020000E", "00080060", "00201209"
+STUDY_UID_TAG = "0020000D"
+
+
+class PacsError(StorageError):
+    """The PACS did not answer, or refused a request that should have worked; worth retrying."""
+
+
+@dataclass(frozen=True)
+class DicomWebSource:
+    """Where a study lives in a DICOMweb service."""
+
+    base_url: str
+    """The service root over HTTP(S), e.g. ``http://127.0.0.1:8042/dicom-web``."""
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """The ``dicomweb://`` form recorded as the study's source."""
+        scheme, rest = self.base_url.split("://", 1)
+        text = f"{'dicomwebs' if scheme == 'https' else 'dicomweb'}://{rest}"
+        if self.study_uid:
+            text += f"/studies/{self.study_uid}"
+            if self.series_uid:
+                text += f"/series/{self.series_uid}"
+        return text
+
+
+def is_dicomweb(source: str) -> bool:
+    """Whether ``source`` names a DICOMweb service."""
+    return source.split("://", 1)[0] in SCHEMES
+
+
+def parse_source(uri: str) -> DicomWebSource:
+    """Split a ``dicomweb://`` URI into the service URL and the study and series UIDs it names."""
+    match = _SOURCE.match(uri)
+    if not match:
+        raise StudyError(uri, "not a DICOMweb source (dicomweb://HOST:PORT/PATH[/studies/UID[/series/UID]])")
+    return DicomWebSource(f"{SCHEMES[match['scheme']]}://{match['rest']}", match["study"], match["series"])
+
+
+def make_client(base_url: str, auth: str | None = None) -> object:
+    """A ``dicomweb_client.DICOMwebClient`` for the service (basic auth ``user:password`` when given)."""
+    import requests
+    from dicomweb_client import DICOMwebClient
+
+    session = requests.Session()
+    if auth:
+        user, _, password = auth.partition(":")
+        session.auth = (user, password)
+    # permissive_uid: real archives hold UIDs with leading zeros in a component (Sunnybrook's do).
+    return DICOMwebClient(url=base_url, session=session, permissive_uid=True, timeout=60)
+
+
+def _value(item: dict, tag: str) -> object:
+    values = item.get(tag, {}).get("Value") or [None]
+    return values[0]
+
+
+def _call(uri: str, what: str, function: object, *args: object, **kwargs: object) -> object:
+    """Run a client call, turning HTTP errors into StudyError (4xx) or PacsError (no answer, 5xx)."""
+    import requests
+
+    try:
+        return function(*args, **kwargs)  # type: ignore[operator]
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status is not None and 400 <= status < 500:
+            raise StudyError(uri, f"the PACS refused to {what} (HTTP {status})") from exc
+        raise PacsError(f"{uri}: the PACS failed to {what} (HTTP {status})") from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise PacsError(f"{uri}: the PACS does not answer ({type(exc).__name__})") from exc
+
+
+def discover_dicomweb(uri: str, study_uids: Sequence[str] = (), *, series_uid: str | None = None,
+                      auth: str | None = None) -> list[str]:
+    """One source per study: its MR series with the most instances (the cine), or ``series_uid``.
+
+    The studies are those named in ``uri`` or ``study_uids``; with neither, every study in the
+    PACS with an MR series.
+    """
+    source = parse_source(uri)
+    client = make_client(source.base_url, auth)
+    studies = list(study_uids) or ([source.study_uid] if source.study_uid else [])
+    if not studies:
+        studies = _all_mr_studies(uri, client)
+    chosen_series = series_uid or source.series_uid
+    sources = []
+    for study in studies:
+        if chosen_series:
+            sources.append(DicomWebSource(source.base_url, study, chosen_series).uri)
+            continue
+        series = _call(uri, f"search study {study}", client.search_for_series,  # type: ignore[attr-defined]
+                       study, fields=["NumberOfSeriesRelatedInstances"])
+        mr = [s for s in series if _value(s, MODALITY_TAG) == "MR"]
+        if not mr:
+            raise StudyError(f"{uri} study {study}", "no MR series in this study")
+        best = max(mr, key=lambda s: int(_value(s, N_INSTANCES_TAG) or 0))
+        sources.append(DicomWebSource(source.base_url, study, str(_value(best, SERIES_UID_TAG))).uri)
+    if not sources:
+        raise StudyError(uri, "no studies with an MR series found")
+    return sources
+
+
+def _all_mr_studies(uri: str, client: object, page: int = 500) -> list[str]:
+    """Every study with an MR series, page by page (some servers ignore ``offset``: stop when nothing is new)."""
+    found: dict[str, None] = {}
+    while True:
+        items = _call(uri, "search for studies", client.search_for_studies,  # type: ignore[attr-defined]
+                      search_filters={"ModalitiesInStudy": "MR"}, limit=page, offset=len(found))
+        new = [str(_value(item, STUDY_UID_TAG)) for item in items]  # type: ignore[attr-defined]
+        fresh = [uid for uid in new if uid not in found]
+        found.update(dict.fromkeys(fresh))
+        if len(new) < page or not fresh:
+            return list(found)
+
+
+def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
+    """Download the series a source names into ``cache_dir`` (reused once complete); returns its folder."""
+    source = parse_source(uri)
+    if not source.study_uid or not source.series_uid:
+        raise StudyError(uri, "a DICOMweb study source must name a study and a series")
+    target = cache_dir / "dicomweb" / safe_key_part(source.series_uid)
+    complete = target.with_name(target.name + ".complete")
+    if complete.exists() and target.is_dir():
+        return target
+    client = make_client(source.base_url, auth)
+    from pydicom import config
+
+    # pydicom warns (and logs) about invalid values quoting them, a patient's name included: keep them out.
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        datasets = _call(uri, "retrieve the series", client.retrieve_series,  # type: ignore[attr-defined]
+                         source.study_uid, source.series_uid)
+        if not datasets:
+            raise StudyError(uri, "the series has no instances")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for number, dataset in enumerate(datasets):  # type: ignore[arg-type]
+            dataset.save_as(target / f"{number:05d}.dcm", enforce_file_format=True)
+    complete.touch()
+    logger.info("fetched %d instances of series %s", len(datasets), source.series_uid)  # type: ignore[arg-type]
+    return target
+
+
+def store_instances(uri: str, payloads: Sequence[bytes], *, auth: str | None = None) -> None:
+    """STOW-RS the DICOM files ``payloads`` (HeartSeg's SEGs) into the study a source names."""
+    import pydicom
+
+    source = parse_source(uri)
+    client = make_client(source.base_url, auth)
+    datasets = [pydicom.dcmread(io.BytesIO(payload)) for payload in payloads]
+    _call(uri, "store the segmentations", client.store_instances,  # type: ignore[attr-defined]
+          datasets, study_instance_uid=source.study_uid)
