@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use (a real PACS: Orthanc with its DICOMweb plugin) when missing.
+# Install the Debian packages the tests use when missing: a real PACS (Orthanc with its DICOMweb plugin)
+# and dicom3tools (dciodvfy, the DICOM object validator the SEG tests run).
 set -euo pipefail
 
-packages=(orthanc orthanc-dicomweb)
+packages=(orthanc orthanc-dicomweb dicom3tools)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

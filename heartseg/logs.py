@@ -22,6 +22,7 @@ _CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.Context
                                                                                    default=None)
 CONTEXT_FIELDS = ("run", "study_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [run=%(run)s study=%(study_id)s]: %(message)s"
+QUIET_LOGGERS = ("highdicom",)
 JSON_FIELDS = ("asctime", "levelname", "name", "process", "message", *CONTEXT_FIELDS)
 
 
@@ -64,3 +65,5 @@ def configure_logging(log_format: Literal["text", "json"] = "text", level: int =
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for chatty in QUIET_LOGGERS:  # a line per DICOM module copied into every SEG
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

@@ -405,7 +405,8 @@ def worker_gpu(
     """One segmentation worker process per device (solo pool, pinned with CUDA_VISIBLE_DEVICES)."""
     from scheduler.worker_launcher import gpu_worker_commands, run_workers
 
-    raise typer.Exit(run_workers(gpu_worker_commands([d.strip() for d in devices.split(",") if d.strip()])))
+    devices_list = [d.strip() for d in devices.split(",") if d.strip()]
+    raise typer.Exit(run_workers(gpu_worker_commands(devices_list, metrics_port=get_settings().metrics_port)))
 
 
 @worker_app.command("cpu")
@@ -413,7 +414,26 @@ def worker_cpu(concurrency: Annotated[int, typer.Option("--concurrency", min=1)]
     """The metrics and cardiac-indices worker."""
     from scheduler.worker_launcher import cpu_worker_command, run_workers
 
-    raise typer.Exit(run_workers([cpu_worker_command(concurrency)]))
+    raise typer.Exit(run_workers([cpu_worker_command(concurrency, metrics_port=get_settings().metrics_port)]))
+
+
+@app.command()
+def flower(
+    address: Annotated[str, typer.Option("--address", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5555,
+) -> None:
+    """Flower on the HeartSeg Celery app, with basic auth from FLOWER_BASIC_AUTH (required off loopback)."""
+    import os
+
+    from scheduler.worker_launcher import check_flower_auth, flower_command
+
+    try:
+        check_flower_auth(address, os.environ.get("FLOWER_BASIC_AUTH"))
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    argv = flower_command(address, port)
+    os.execv(argv[0], argv)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ that device (as ``cuda:0``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -15,27 +16,40 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir
 
-def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
-    """(argv, extra environment) of one solo-pool worker per device; ``cpu`` runs inference on the CPU."""
+
+def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None,
+                        metrics_port: int | None = None) -> list[tuple[list[str], dict[str, str]]]:
+    """(argv, extra environment) of one solo-pool worker per device; ``cpu`` runs inference on the CPU.
+
+    With ``metrics_port``, the n-th worker serves its metrics on ``metrics_port + n``.
+    """
     host = hostname or socket.gethostname()
     commands = []
-    for device in devices:
+    for index, device in enumerate(devices):
         name = "gpucpu" if device == "cpu" else f"gpu{device}"
         env = {"CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
                "HEARTSEG_DEVICE": "cpu" if device == "cpu" else "cuda"}
+        if metrics_port is not None:
+            env["HEARTSEG_METRICS_PORT"] = str(metrics_port + index)
+            env[MULTIPROC_ENV] = new_multiprocess_dir(name)
         argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues", "gpu",
                 "--pool", "solo", "--hostname", f"{name}@{host}", "--loglevel", "INFO"]
         commands.append((argv, env))
     return commands
 
 
-def cpu_worker_command(concurrency: int, hostname: str | None = None) -> tuple[list[str], dict[str, str]]:
+def cpu_worker_command(concurrency: int, hostname: str | None = None,
+                       metrics_port: int | None = None) -> tuple[list[str], dict[str, str]]:
     """(argv, extra environment) of the metrics worker."""
     host = hostname or socket.gethostname()
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues", "cpu",
             "--concurrency", str(concurrency), "--hostname", f"cpu@{host}", "--loglevel", "INFO"]
-    return argv, {"CUDA_VISIBLE_DEVICES": ""}
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    if metrics_port is not None:
+        env[MULTIPROC_ENV] = new_multiprocess_dir("cpu")
+    return argv, env
 
 
 def run_workers(commands: Sequence[tuple[list[str], dict[str, str]]]) -> int:
@@ -51,3 +65,26 @@ def run_workers(commands: Sequence[tuple[list[str], dict[str, str]]]) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def flower_command(address: str, port: int) -> list[str]:
+    """argv of Flower on the HeartSeg Celery app (Flower reads ``FLOWER_*`` variables, basic auth included)."""
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", f"--address={address}",
+            f"--port={port}"]
+
+
+def check_flower_auth(address: str, basic_auth: str | None) -> None:
+    """Refuse to serve Flower off the loopback interface without ``FLOWER_BASIC_AUTH`` (``user:password[,...]``)."""
+    if basic_auth:
+        for pair in basic_auth.split(","):
+            user, _, password = pair.partition(":")
+            if not user or not password:
+                raise ValueError("FLOWER_BASIC_AUTH must be user:password (comma-separated for several users)")
+        return
+    try:
+        loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"Flower on {address or 'every interface'} needs FLOWER_BASIC_AUTH=user:password; "
+                         "without it, Flower only listens on 127.0.0.1")

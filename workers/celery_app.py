@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
 from heartseg.logs import configure_logging
 from heartseg.settings import Settings, get_settings
@@ -80,6 +80,24 @@ def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
     """Workers log through HeartSeg's handler (text or JSON, with run and study ids) instead of Celery's."""
     level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
     configure_logging(get_settings().log_format, level)
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    """With ``HEARTSEG_METRICS_PORT`` set, serve the worker's Prometheus metrics from its main process."""
+    from workers import monitoring
+
+    port = get_settings().metrics_port
+    if port is not None:
+        monitoring.start_metrics_server(port)
+
+
+@worker_process_shutdown.connect
+def _pool_process_exited(pid: int | None = None, **_: object) -> None:
+    from workers import monitoring
+
+    if pid is not None and get_settings().metrics_port is not None:
+        monitoring.process_exited(pid)
 
 
 app = create_app()

@@ -31,6 +31,7 @@ from heartseg.studies.model import Study as LoadedStudy
 from heartseg.studies.remote import load_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
 from workers.metrics import compare_label_maps, volume_ml
+from workers.monitoring import count_frames, count_study, observe_stage
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
     try:
         study = _load(source, cine=frames == "all")
     except StudyError as exc:
-        return _failed(engine, study_id, exc)
+        return _failed(engine, study_id, run_name, exc)
     load_s = time.perf_counter() - started
+    observe_stage("load", load_s)
     name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
     predict_s = write_s = 0.0
     labels: dict[int, np.ndarray] = {}
@@ -121,8 +123,9 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
     try:
         segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
     except StudyError as exc:
-        return _failed(engine, study_id, exc)
+        return _failed(engine, study_id, run_name, exc)
     write_s += time.perf_counter() - t0
+    observe_stage("write", write_s)
     ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
     if ed is None or es is None:
         if len(labels) >= 2:
@@ -146,14 +149,17 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         enqueue_evaluation()
     with session_scope(engine) as session:
         mark_segmented(session, study_id)
+    count_study(run_name, "segmented")
+    count_frames(run_name, len(masks))
     return True
 
 
-def _failed(engine: Engine, study_id: int, exc: StudyError) -> bool:
+def _failed(engine: Engine, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
     """Record bad input against the study (no retry); False: nothing follows."""
     with session_scope(engine) as session:
         mark_failed(session, study_id, str(exc))
-    logger.warning("study %s failed: %s", study_id, exc)
+    count_study(run_name, "failed")
+    logger.warning("study %s failed in %s: %s", study_id, stage, exc)
     return False
 
 
@@ -185,7 +191,7 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
     started = time.perf_counter()
     with session_scope(engine) as session:
         row, run = study_with_run(session, study_id)
-        source, model_id, ed, es = row.source_uri, run.model_id, row.ed_frame, row.es_frame
+        source, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
         masks = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id,
                                                                     Mask.model_id == model_id)).all()
     try:
@@ -203,13 +209,15 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
                     record_metrics(session, study_id=study_id, model_id=model_id, frame=frame, phase=phase,
                                    metrics={s.value: m.as_dict() for s, m in metrics.items()})
             _record_indices(session, study_id, model_id, study, predicted, ed, es)
-            mark_done(session, study_id, metrics_s=time.perf_counter() - started)
+            metrics_s = time.perf_counter() - started
+            mark_done(session, study_id, metrics_s=metrics_s)
     except StorageError:
         raise  # the results store was unreachable: transient, the task retries it
     except HeartSegError as exc:
-        with session_scope(engine) as session:
-            mark_failed(session, study_id, str(exc))
-        logger.warning("study %s failed in evaluation: %s", study_id, exc)
+        _failed(engine, study_id, run_name, exc, stage="evaluation")
+        return
+    observe_stage("metrics", metrics_s)
+    count_study(run_name, "done")
 
 
 def _record_indices(session: object, study_id: int, model_id: int, study: LoadedStudy,

@@ -8,16 +8,20 @@ it runs inside a Celery worker (``predict_from_files`` spawns pools and would no
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from heartseg.models import check_trusted, model_fingerprint
 from heartseg.settings import Settings
 from heartseg.studies.model import Study
+from workers.monitoring import observe_stage
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +117,28 @@ class Segmenter:
         # nnU-Net works in SimpleITK's (z, y, x) order, with spacing to match.
         zyx = np.ascontiguousarray(image.transpose(2, 1, 0), dtype=np.float32)[None]
         properties = {"spacing": [float(s) for s in reversed(tuple(spacing))]}
-        labels = self._predictor.predict_single_npy_array(zyx, properties, None, None, False)
+        labels = self._predict(zyx, properties)
         return np.ascontiguousarray(np.asarray(labels).transpose(2, 1, 0)).astype(np.uint8)
+
+    def _predict(self, zyx: np.ndarray, properties: dict) -> np.ndarray:
+        """``nnUNetPredictor.predict_single_npy_array``'s three steps, each timed for the worker's metrics."""
+        predictor = self._predictor
+        started = time.perf_counter()
+        adapter = PreprocessAdapterFromNpy([zyx], [None], [properties], [None], predictor.plans_manager,
+                                           predictor.dataset_json, predictor.configuration_manager,
+                                           num_threads_in_multithreaded=1, verbose=False)
+        item = next(adapter)
+        preprocessed = time.perf_counter()
+        logits = predictor.predict_logits_from_preprocessed_data(item["data"]).cpu()
+        forwarded = time.perf_counter()
+        labels = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager,
+            item["data_properties"], return_probabilities=False)
+        exported = time.perf_counter()
+        observe_stage("preprocess", preprocessed - started)
+        observe_stage("forward", forwarded - preprocessed)
+        observe_stage("export", exported - forwarded)
+        return labels
 
     def segment_study(self, study: Study, frames: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         """Label maps of the given frames (default: every loaded frame), keyed by frame number."""
