@@ -42,6 +42,7 @@ demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when 
 bench: $(STAMP) services ## Measure inference speed/memory and enqueueing 10,000 studies (writes docs/bench-*.md)
 	$(PY) -m bench.enqueue
 	$(PY) -m bench.inference
+	$(PY) -m bench.dicom_seg
 
 model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data (hours on 2 CPU cores)
 	$(PY) -m workers.training.recipe all

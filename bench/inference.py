@@ -43,6 +43,17 @@ def frames(settings: Settings, n_patients: int) -> list[tuple[str, np.ndarray, t
     return result
 
 
+FRAME_STAGES = ("preprocess", "forward", "export")
+
+
+def stage_sums() -> dict[str, float]:
+    """Seconds recorded so far in this process by the predictor, per nnU-Net step."""
+    from prometheus_client import REGISTRY
+
+    return {stage: REGISTRY.get_sample_value("heartseg_stage_seconds_sum", {"stage": stage}) or 0.0
+            for stage in FRAME_STAGES}
+
+
 def main() -> None:
     """Time model loading and segmentation; print and write a Markdown report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -56,18 +67,21 @@ def main() -> None:
 
     from workers.inference.predictor import Segmenter
 
-    rows = []
+    rows, stages = [], []
     for mirroring in (False, True):
         started = time.perf_counter()
         segmenter = Segmenter.from_settings(settings, use_mirroring=mirroring)
         load_s = time.perf_counter() - started
         segmenter.segment(data[0][1], data[0][2])  # warm-up
+        before = stage_sums()
         times = []
         for _, image, spacing in data:
             t0 = time.perf_counter()
             segmenter.segment(image, spacing)
             times.append(time.perf_counter() - t0)
         rows.append((mirroring, load_s, statistics.fmean(times), min(times), max(times)))
+        after = stage_sums()
+        stages.append((mirroring, {k: (after[k] - before[k]) / len(data) for k in FRAME_STAGES}))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shapes = sorted({tuple(i.shape) for _, i, _ in data})
     lines = [
@@ -84,6 +98,11 @@ def main() -> None:
     ]
     for mirroring, load_s, mean, low, high in rows:
         lines.append(f"| {'on' if mirroring else 'off'} | {load_s:.2f} | {mean:.2f} | {low:.2f} | {high:.2f} |")
+    lines += ["", "Mean seconds per frame in each of nnU-Net's steps (the workers' `heartseg_stage_seconds`):", "",
+              "| mirroring (TTA) | " + " | ".join(FRAME_STAGES) + " |", "|---|" + "---|" * len(FRAME_STAGES)]
+    for mirroring, per_stage in stages:
+        lines.append(f"| {'on' if mirroring else 'off'} | " + " | ".join(f"{per_stage[k]:.3f}" for k in FRAME_STAGES)
+                     + " |")
     lines += ["", f"Peak resident memory of the process: {peak_mib:.0f} MiB."]
     report = "\n".join(lines) + "\n"
     print(report)
