@@ -20,6 +20,7 @@ from db.session import make_engine, session_scope
 from heartseg.errors import StudyError
 from heartseg.studies.dicom import load_dicom_cine
 from heartseg.studies.dicomweb import PacsError, discover_dicomweb, fetch_series, make_client, parse_source
+from heartseg.studies.remote import release_source
 from tests.orthanc_server import Orthanc, orthanc_server
 from tests.test_dicom import copy_series, series_dir  # noqa: F401 - the fixture
 from tests.test_pipeline_e2e import environment, heartseg, running_workers  # noqa: F401 - the fixture
@@ -58,6 +59,8 @@ def test_dicomweb_uris_and_errors(pacs: Orthanc, named_series: Path, tmp_path: P
     assert discover_dicomweb(root, [study_uid]) == [f"{root}/studies/{study_uid}/series/{series_uid}"]
     folder = fetch_series(f"{root}/studies/{study_uid}/series/{series_uid}", tmp_path / "cache")
     assert len(list(folder.iterdir())) == 24
+    release_source(f"{root}/studies/{study_uid}/series/{series_uid}", tmp_path / "cache")
+    assert not folder.exists() and not list((tmp_path / "cache").rglob("*.complete"))
     with pytest.raises(StudyError, match="HTTP 404"):
         fetch_series(f"{root}/studies/{study_uid}/series/1.2.3.4", tmp_path / "cache")
     with pytest.raises(PacsError, match="does not answer"):
@@ -93,6 +96,7 @@ def test_pacs_cohort_round_trip(pacs: Orthanc, named_series: Path, environment: 
         masks = {m.frame: m for m in session.execute(select(Mask)).scalars()}
     engine.dispose()
     assert sorted(masks) == list(range(1, 21))
+    assert not list((tmp_path / "cache").rglob("*.dcm"))  # the workers deleted their copies of the series
     assert all(m.seg_uri and m.seg_uri.endswith("_seg.dcm") for m in masks.values())
 
     client = make_client(pacs.dicomweb_url)

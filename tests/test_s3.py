@@ -97,6 +97,8 @@ def test_stages_read_from_and_write_to_s3(bucket: str, s3_endpoint: str, tmp_pat
         path.write_bytes(data)
         mask = nib.load(path)
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
+        # both stages deleted their downloaded copies: a cohort does not fill the worker's disk
+        assert (tmp_path / "cache").is_dir() and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
         engine.dispose()
     finally:
         get_settings.cache_clear()

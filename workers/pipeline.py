@@ -28,7 +28,7 @@ from heartseg.privacy import pseudonym
 from heartseg.settings import get_settings
 from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
 from heartseg.studies.model import Study as LoadedStudy
-from heartseg.studies.remote import load_source
+from heartseg.studies.remote import load_source, release_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
@@ -51,6 +51,10 @@ def _load(source: str, *, cine: bool) -> LoadedStudy:
     settings = get_settings()
     return load_source(source, cine=cine, cache_dir=settings.cache_dir, endpoint_url=settings.s3_endpoint_url,
                        dicomweb_auth=settings.dicomweb_auth)
+
+
+def _release(source: str) -> None:
+    release_source(source, get_settings().cache_dir)
 
 
 def frames_to_segment(study: LoadedStudy, frames: str) -> tuple[int, ...]:
@@ -97,11 +101,60 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
             return False
         row, run = study_with_run(session, study_id)
         source, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
-    started = time.perf_counter()
     try:
-        study = _load(source, cine=frames == "all")
+        result = _segment_frames(source, frames, model, store, run_name, renew)
     except StudyError as exc:
         return _failed(engine, study_id, run_name, exc)
+    finally:
+        _release(source)
+    study, labels, masks, segs = result.study, result.labels, result.masks, result.segs
+    ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
+    if ed is None or es is None:
+        if len(labels) >= 2:
+            ed, es = find_ed_es({n: volume_ml(m == Structure.LV.label, study.spacing) for n, m in labels.items()})
+            phase_source = PhaseSource.LV_VOLUME.value
+        else:
+            phase_source = None
+    with session_scope(engine) as session:
+        session.execute(update(Study).where(Study.id == study_id).values(
+            patient_id=result.name, pathology_group=study.info.group, height_cm=study.info.height_cm,
+            weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
+        for number, uri, digest in masks:
+            phase = "ED" if number == ed else "ES" if number == es else "other"
+            seg_uri, seg_sha256 = segs.get(number, (None, None))
+            record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
+                        sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
+                        seg_sha256=seg_sha256)
+        record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=result.load_s,
+                            predict_s=result.predict_s, write_s=result.write_s)
+    if enqueue_evaluation is not None:
+        enqueue_evaluation()
+    with session_scope(engine) as session:
+        mark_segmented(session, study_id)
+    count_study(run_name, "segmented")
+    count_frames(run_name, len(masks))
+    return True
+
+
+@dataclass
+class _Segmented:
+    """What segmenting a study's frames produced."""
+
+    study: LoadedStudy
+    name: str
+    labels: dict[int, np.ndarray]
+    masks: list[tuple[int, str, str]]
+    segs: dict[int, tuple[str, str]]
+    load_s: float
+    predict_s: float
+    write_s: float
+
+
+def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultStore, run_name: str,
+                    renew: Callable[[], None] | None) -> _Segmented:
+    """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError."""
+    started = time.perf_counter()
+    study = _load(source, cine=frames == "all")
     load_s = time.perf_counter() - started
     observe_stage("load", load_s)
     name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
@@ -120,38 +173,10 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         if renew is not None:
             renew()
     t0 = time.perf_counter()
-    try:
-        segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
-    except StudyError as exc:
-        return _failed(engine, study_id, run_name, exc)
+    segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
     write_s += time.perf_counter() - t0
     observe_stage("write", write_s)
-    ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
-    if ed is None or es is None:
-        if len(labels) >= 2:
-            ed, es = find_ed_es({n: volume_ml(m == Structure.LV.label, study.spacing) for n, m in labels.items()})
-            phase_source = PhaseSource.LV_VOLUME.value
-        else:
-            phase_source = None
-    with session_scope(engine) as session:
-        session.execute(update(Study).where(Study.id == study_id).values(
-            patient_id=name, pathology_group=study.info.group, height_cm=study.info.height_cm,
-            weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
-        for number, uri, digest in masks:
-            phase = "ED" if number == ed else "ES" if number == es else "other"
-            seg_uri, seg_sha256 = segs.get(number, (None, None))
-            record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
-                        sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
-                        seg_sha256=seg_sha256)
-        record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=load_s,
-                            predict_s=predict_s, write_s=write_s)
-    if enqueue_evaluation is not None:
-        enqueue_evaluation()
-    with session_scope(engine) as session:
-        mark_segmented(session, study_id)
-    count_study(run_name, "segmented")
-    count_frames(run_name, len(masks))
-    return True
+    return _Segmented(study, name, labels, masks, segs, load_s, predict_s, write_s)
 
 
 def _failed(engine: Engine, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
@@ -195,7 +220,10 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
         masks = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id,
                                                                     Mask.model_id == model_id)).all()
     try:
-        study = _load(source, cine=False)
+        try:
+            study = _load(source, cine=False)
+        finally:
+            _release(source)  # pixels and references are in memory now
         predicted = {frame: decode_mask(store.get(uri))[0] for frame, uri in masks}
         with session_scope(engine) as session:
             for frame, labels in sorted(predicted.items()):

@@ -147,13 +147,19 @@ def _all_mr_studies(uri: str, client: object, page: int = 500) -> list[str]:
             return list(found)
 
 
+def cached_series(uri: str, cache_dir: Path) -> tuple[Path, Path]:
+    """(folder, completion marker) of a source's series in ``cache_dir``."""
+    source = parse_source(uri)
+    target = cache_dir / "dicomweb" / safe_key_part(source.series_uid or "none")
+    return target, target.with_name(target.name + ".complete")
+
+
 def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
     """Download the series a source names into ``cache_dir`` (reused once complete); returns its folder."""
     source = parse_source(uri)
     if not source.study_uid or not source.series_uid:
         raise StudyError(uri, "a DICOMweb study source must name a study and a series")
-    target = cache_dir / "dicomweb" / safe_key_part(source.series_uid)
-    complete = target.with_name(target.name + ".complete")
+    target, complete = cached_series(uri, cache_dir)
     if complete.exists() and target.is_dir():
         return target
     client = make_client(source.base_url, auth)

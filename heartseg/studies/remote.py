@@ -41,6 +41,11 @@ def discover_s3(uri: str, endpoint_url: str | None = None) -> list[str]:
     return found
 
 
+def _s3_target(uri: str, cache_dir: Path) -> Path:
+    bucket, key = split_s3_uri(uri)
+    return cache_dir / safe_key_part(bucket) / key
+
+
 def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     """Download an S3 study (a patient prefix or one file) into ``cache_dir``; returns the local path.
 
@@ -51,7 +56,7 @@ def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     """
     bucket, key = split_s3_uri(uri)
     client = s3_client(endpoint_url)
-    target = cache_dir / safe_key_part(bucket) / key
+    target = _s3_target(uri, cache_dir)
     try:
         if key.endswith((".nii.gz", ".nii")):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,3 +89,24 @@ def load_source(source: str, *, cine: bool, cache_dir: Path, endpoint_url: str |
     if source.startswith("s3://"):
         return open_study(fetch(source, cache_dir, endpoint_url), cine=cine)
     return open_study(source, cine=cine)
+
+
+def release_source(source: str, cache_dir: Path) -> None:
+    """Delete the local copy of a remote study (S3 or DICOMweb) once a stage is done with it.
+
+    A cohort of thousands of studies would otherwise fill the worker's disk; the next stage
+    (often on another host) fetches its own copy. Local sources are left alone.
+    """
+    from heartseg.studies.dicomweb import cached_series, is_dicomweb
+
+    if is_dicomweb(source):
+        paths = cached_series(source, cache_dir)
+    elif source.startswith("s3://"):
+        paths = [_s3_target(source, cache_dir)]
+    else:
+        return
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
