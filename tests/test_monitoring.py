@@ -126,3 +126,29 @@ def test_flower_and_worker_metrics_after_a_run(environment: dict[str, str], tmp_
         sent = {labels["task"] for name, labels, _ in flower_metrics
                 if name == "flower_events_total" and labels.get("type") == "task-sent"}
         assert "heartseg.evaluate_study" in sent  # the sent event reaches Flower too
+
+
+def test_json_log_lines_carry_run_and_study() -> None:
+    import io
+    import json
+    import logging
+
+    from heartseg.logs import ContextFilter, log_context, make_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter("json"))
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("heartseg.test.json")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with log_context(run="cohort-a", study_id=42):
+            logger.info("segmented %d frames", 20)
+        logger.warning("outside")
+    finally:
+        logger.removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert inside["message"] == "segmented 20 frames" and inside["level"] == "INFO"
+    assert (inside["run"], inside["study_id"]) == ("cohort-a", 42)
+    assert (outside["run"], outside["study_id"]) == (None, None) and outside["logger"] == "heartseg.test.json"
