@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,13 @@ def s3_endpoint() -> Iterator[str]:
     yield url
     server.terminate()
     server.wait(10)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def upload_folder(client: object, bucket: str, prefix: str, folder: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from tests.conftest import free_port
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -39,12 +40,6 @@ class Orthanc:
         return studies
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def orthanc_server(folder: Path) -> Iterator[Orthanc]:
     """Start Orthanc with its storage in ``folder``; stop it on exit.
@@ -53,7 +48,7 @@ def orthanc_server(folder: Path) -> Iterator[Orthanc]:
     """
     assert shutil.which(ORTHANC) or Path(ORTHANC).exists(), "Orthanc is not installed (make system)"
     assert DICOMWEB_PLUGIN.exists(), "the Orthanc DICOMweb plugin is not installed (make system)"
-    port = _free_port()
+    port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "Name": "heartseg-test", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),

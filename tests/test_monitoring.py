@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from heartseg.phantom import write_cohort
 from scheduler.worker_launcher import check_flower_auth
-from tests.orthanc_server import _free_port
+from tests.conftest import free_port
 from tests.test_pipeline_e2e import environment, heartseg  # noqa: F401 - the fixture
 
 AUTH = ("operator", "s3cret-pass")
@@ -72,13 +72,13 @@ def test_flower_auth_rules(address: str, auth: str | None, ok: bool) -> None:
 
 def test_flower_refuses_a_public_address_without_auth(environment: dict[str, str]) -> None:  # noqa: F811
     env = {k: v for k, v in environment.items() if k != "FLOWER_BASIC_AUTH"}
-    result = heartseg(env, "flower", "--address", "0.0.0.0", "--port", str(_free_port()), timeout=60)
+    result = heartseg(env, "flower", "--address", "0.0.0.0", "--port", str(free_port()), timeout=60)
     assert result.returncode == 2 and "needs FLOWER_BASIC_AUTH" in result.stderr
 
 
 def test_flower_and_worker_metrics_after_a_run(environment: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     write_cohort(tmp_path / "cohort", 2, seed=41)
-    flower_port, gpu_port, cpu_port = _free_port(), _free_port(), _free_port()
+    flower_port, gpu_port, cpu_port = free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "scheduler.cli"]
     flower_env = {**environment, "FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}"}
     with started([*cli, "flower", "--port", str(flower_port)], flower_env, tmp_path / "flower.log"), \
@@ -87,7 +87,8 @@ def test_flower_and_worker_metrics_after_a_run(environment: dict[str, str], tmp_
             started([*cli, "worker", "cpu", "--concurrency", "2"],
                     {**environment, "HEARTSEG_METRICS_PORT": str(cpu_port)}, tmp_path / "cpu.log"):
         flower = f"http://127.0.0.1:{flower_port}"
-        wait_for(f"{flower}/healthcheck")
+        wait_for(f"{flower}/healthcheck")  # answers without credentials, as /metrics does (README)
+        assert requests.get(f"{flower}/metrics", timeout=10).status_code == 200
         assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
         assert requests.get(f"{flower}/api/workers", auth=(AUTH[0], "wrong"), timeout=10).status_code == 401
         deadline = time.monotonic() + 90

@@ -37,6 +37,7 @@ from pydicom.uid import generate_uid
 
 from heartseg.errors import StudyError
 from heartseg.labels import Structure
+from heartseg.studies.dicom import read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,7 @@ def read_sources(files: Sequence[str | Path]) -> list[pydicom.Dataset]:
     Anonymised data often carries dates such as ``00000000``, which highdicom cannot copy
     into the SEG; such a value is made empty (type 2: present, unknown).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sources = [pydicom.dcmread(path) for path in files]
-    except Exception as exc:  # pydicom raises several types for unreadable files
-        raise StudyError(files[0] if files else "", f"cannot read the source images for the SEG ({exc})") from exc
+    sources = [read_dataset(path) for path in files]
     for dataset in sources:
         for keyword in ("PatientBirthDate", "StudyDate"):
             if not _valid_date(dataset.get(keyword)):

@@ -46,13 +46,25 @@ class DicomImage:
     instance: int
 
 
-def _read(path: Path) -> object:
-    import pydicom
+def lenient_pydicom() -> None:
+    """Read and write DICOM values as they are, without pydicom's validation.
+
+    Real scanners write values the validator complains of (UIDs with leading zeros), and its
+    warnings quote the values, a patient's name included, into the logs.
+    """
     from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+
+
+def read_dataset(path: str | Path) -> object:
+    """One DICOM file, read leniently; :class:`StudyError` naming the file when it is not DICOM or is damaged."""
+    import pydicom
     from pydicom.errors import InvalidDicomError
 
-    # Real scanners write values pydicom's validator complains of (UIDs with leading zeros): read them as they are.
-    config.settings.reading_validation_mode = config.IGNORE
+    lenient_pydicom()
+    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -86,7 +98,7 @@ def read_series(folder: str | Path) -> dict[str, list[Path]]:
         raise StudyError(folder, "folder not found")
     series: dict[str, list[Path]] = defaultdict(list)
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        dataset = _read(path)
+        dataset = read_dataset(path)
         uid = str(getattr(dataset, "SeriesInstanceUID", "") or "")
         if not uid:
             raise StudyError(path, "no SeriesInstanceUID")
@@ -97,7 +109,7 @@ def read_series(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def _image(path: Path) -> DicomImage:
-    dataset = _read(path)
+    dataset = read_dataset(path)
     modality = getattr(dataset, "Modality", None)
     if modality != "MR":
         raise StudyError(path, f"modality is {modality!r}; HeartSeg segments cine MR (Modality MR)")

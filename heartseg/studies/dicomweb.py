@@ -22,6 +22,7 @@ from pathlib import Path
 
 from heartseg.errors import StudyError
 from heartseg.storage import StorageError, safe_key_part
+from heartseg.studies.dicom import lenient_pydicom
 
 logger = logging.getLogger(__name__)
 
@@ -147,27 +148,22 @@ def _all_mr_studies(uri: str, client: object, page: int = 500) -> list[str]:
             return list(found)
 
 
-def cached_series(uri: str, cache_dir: Path) -> tuple[Path, Path]:
-    """(folder, completion marker) of a source's series in ``cache_dir``."""
-    source = parse_source(uri)
-    target = cache_dir / "dicomweb" / safe_key_part(source.series_uid or "none")
-    return target, target.with_name(target.name + ".complete")
+def cached_series(uri: str, cache_dir: Path) -> Path:
+    """The folder a source's series is downloaded to in ``cache_dir``."""
+    return cache_dir / "dicomweb" / safe_key_part(parse_source(uri).series_uid or "none")
 
 
 def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
-    """Download the series a source names into ``cache_dir`` (reused once complete); returns its folder."""
+    """Download the series a source names into ``cache_dir`` (afresh); returns its folder.
+
+    The stage that fetched it deletes it when done (:func:`heartseg.studies.remote.release_source`).
+    """
     source = parse_source(uri)
     if not source.study_uid or not source.series_uid:
         raise StudyError(uri, "a DICOMweb study source must name a study and a series")
-    target, complete = cached_series(uri, cache_dir)
-    if complete.exists() and target.is_dir():
-        return target
+    target = cached_series(uri, cache_dir)
     client = make_client(source.base_url, auth)
-    from pydicom import config
-
-    # pydicom warns (and logs) about invalid values quoting them, a patient's name included: keep them out.
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
+    lenient_pydicom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datasets = _call(uri, "retrieve the series", client.retrieve_series,  # type: ignore[attr-defined]
@@ -179,7 +175,6 @@ def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
         target.mkdir(parents=True)
         for number, dataset in enumerate(datasets):  # type: ignore[arg-type]
             dataset.save_as(target / f"{number:05d}.dcm", enforce_file_format=True)
-    complete.touch()
     logger.info("fetched %d instances of series %s", len(datasets), source.series_uid)  # type: ignore[arg-type]
     return target
 

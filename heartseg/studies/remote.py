@@ -100,7 +100,7 @@ def release_source(source: str, cache_dir: Path) -> None:
     from heartseg.studies.dicomweb import cached_series, is_dicomweb
 
     if is_dicomweb(source):
-        paths = cached_series(source, cache_dir)
+        paths = [cached_series(source, cache_dir)]
     elif source.startswith("s3://"):
         paths = [_s3_target(source, cache_dir)]
     else:
