@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Row, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -19,18 +19,22 @@ from db.schema import CardiacIndex, IndexSource, Mask, Metric, Model, Run, Study
 from heartseg.labels import Phase
 
 
+def dialect_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``table`` that can say what to do on conflict, for the session's database."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RecordError(f"database dialect {dialect!r} is not supported; use PostgreSQL or SQLite")
+
+
 def upsert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
            update: bool = True) -> None:
     """Insert ``rows``; where a row with the same ``keys`` exists, update it (or keep it)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).values(list(rows))
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(list(rows))
-    else:
-        raise RecordError(f"database dialect {dialect!r} is not supported; use PostgreSQL or SQLite")
+    statement = dialect_insert(session, table).values(list(rows))
     columns = [c for c in rows[0] if c not in keys]
     if update and columns:
         statement = statement.on_conflict_do_update(
@@ -60,12 +64,50 @@ def ensure_run(session: Session, *, name: str, source_uri: str, model_id: int, f
     return run.id
 
 
-def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, Any]], batch: int = 2000) -> int:
-    """Record studies of a run as queued, in batches; studies already in the run are kept. Returns the count."""
+def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+               returning: Sequence[str]) -> list[Row[Any]]:
+    """Insert the ``rows`` that no row of ``table`` matches on ``keys``, in one statement; keep the others.
+
+    PostgreSQL gets one array per column and ``unnest``s them, so the statement has a parameter per
+    column whatever the number of rows; SQLite gets every row, packed by SQLAlchemy into multi-row
+    ``VALUES`` pages. Every row must have the same columns.
+
+    Returns
+    -------
+    list[Row]
+        The ``returning`` columns of the rows inserted (none for the rows kept).
+    """
+    if not rows:
+        return []
+    names = list(rows[0])
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = [bindparam(f"{name}_values", [row[name] for row in rows], type_=postgresql.ARRAY(table.c[name].type))
+                  for name in names]
+        values = func.unnest(*arrays).table_valued(*names).render_derived()
+        statement = postgresql.insert(table).from_select(names, select(*values.c))
+        params: Sequence[Mapping[str, Any]] | None = None
+    else:
+        statement, params = dialect_insert(session, table), rows
+    statement = (statement.on_conflict_do_nothing(index_elements=list(keys))
+                 .returning(*(table.c[name] for name in returning)))
+    return list(session.execute(statement, params))
+
+
+def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Record studies of a run as queued with one ``INSERT`` (``insert_new``); studies already in the run are kept.
+
+    Returns
+    -------
+    list[int]
+        The ids of all the given studies, new and kept, in ascending order.
+    """
     rows = [{"run_id": run_id, "status": StudyStatus.QUEUED.value, "attempts": 0, **s} for s in studies]
-    for start in range(0, len(rows), batch):
-        upsert(session, Study.__table__, rows[start : start + batch], ["run_id", "source_uri"], update=False)
-    return len(rows)
+    ids = dict(insert_new(session, Study.__table__, rows, ["run_id", "source_uri"], ["source_uri", "id"]))
+    kept = {row["source_uri"] for row in rows} - ids.keys()
+    if kept:  # a run submitted again: its earlier studies keep their rows and ids
+        ids.update((uri, id_) for uri, id_ in session.execute(select(Study.source_uri, Study.id)
+                                                              .where(Study.run_id == run_id)) if uri in kept)
+    return sorted(ids.values())
 
 
 def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase, uri: str,

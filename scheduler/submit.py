@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from db.schema import Study
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
 from heartseg.models import available_folds, model_fingerprint
@@ -52,10 +51,10 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
     model_id, fingerprint = register_model(engine, settings, model_dir)
     with session_scope(engine) as session:
         run_id = ensure_run(session, name=name, source_uri=source_uri, model_id=model_id, frames=frames)
-        skipped = [] if force else sorted(done_source_uris(session, fingerprint, sources))
-        todo = [s for s in sources if s not in set(skipped)]
+        done = set() if force else done_source_uris(session, fingerprint, sources)
+        skipped = sorted(done)
+        todo = [s for s in sources if s not in done]
         key = settings.pseudonymize_key
-        add_studies(session, run_id, [{"source_uri": s, "patient_id": pseudonym(study_name(s), key)} for s in todo])
-        ids = session.execute(select(Study.id).where(Study.run_id == run_id, Study.source_uri.in_(todo))
-                              .order_by(Study.id)).scalars().all() if todo else []
-    return Submission(run_id, model_id, fingerprint, list(ids), skipped)
+        ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": pseudonym(study_name(s), key)}
+                                            for s in todo])
+    return Submission(run_id, model_id, fingerprint, ids, skipped)

@@ -13,7 +13,7 @@ from db.migrate import upgrade
 from db.records import RecordError
 from db.schema import CardiacIndex, Mask, Metric, Model, Run, Study, StudyStatus
 from db.session import make_engine, session_scope
-from db.writes import done_source_uris, ensure_run, record_metrics
+from db.writes import add_studies, done_source_uris, ensure_run, record_metrics
 from heartseg.labels import Phase
 from tests.record_fixtures import metric_values, new_run, write_results
 
@@ -40,6 +40,21 @@ def test_writing_twice_leaves_one_set_of_rows(record_url: str) -> None:
             == pytest.approx(0.7)
         with pytest.raises(RecordError, match="already exists with another model"):
             ensure_run(session, name="run-a", source_uri="/x", model_id=model_id + 1, frames="ed-es")
+    engine.dispose()
+
+
+def test_adding_studies_again_returns_the_kept_ids_with_the_new(record_url: str) -> None:
+    engine = make_engine(record_url)
+    upgrade(engine)
+    _, first = new_run(engine, "run-a", sources=["s1", "s2"])
+    with session_scope(engine) as session:
+        run_id = session.execute(select(Run.id).where(Run.name == "run-a")).scalar_one()
+        ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": s} for s in ("s2", "s3", "s3")])
+        rows = dict(session.execute(select(Study.source_uri, Study.id).where(Study.run_id == run_id)).all())
+        statuses = set(session.execute(select(Study.status).where(Study.run_id == run_id)).scalars())
+    assert rows.keys() == {"s1", "s2", "s3"} and rows["s2"] == first["s2"]
+    assert ids == sorted([rows["s2"], rows["s3"]])
+    assert statuses == {StudyStatus.QUEUED}
     engine.dispose()
 
 
