@@ -1,19 +1,72 @@
-"""Send study ids to the gpu queue (messages carry ids only; the record holds the data)."""
+"""Send study ids to the gpu queue (messages carry ids only; the record holds the data).
+
+Celery builds every message and its task-sent event (``app.amqp``), as ``app.send_task`` does; kombu's
+producer batches then hand them to the broker in chunks over one connection. On Redis a chunk is one
+pipeline (an ``LPUSH`` per message and a ``PUBLISH`` per event) instead of a round trip per command.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from celery import Celery
+from kombu import Producer
+from kombu.common import maybe_declare
+from kombu.utils.uuid import uuid
 
 from workers.celery_app import GPU_QUEUE, SEGMENT_TASK
 
+log = logging.getLogger(__name__)
 
-def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callable[[], None] | None = None) -> int:
-    """Send one segment task per study over one broker connection; returns the number sent."""
+#: Messages handed to the broker at a time.
+CHUNK = 500
+
+
+def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callable[[int], None] | None = None,
+                         chunk: int = CHUNK) -> int:
+    """Send one segment task per study, in chunks over one broker connection; returns the number sent.
+
+    Parameters
+    ----------
+    app
+        The Celery app (its broker, serializer and task-sent event setting are used).
+    study_ids
+        The studies to segment, one message each, in this order.
+    on_sent
+        Called with the number of messages after each chunk is in the broker.
+    chunk
+        Messages per chunk.
+
+    Raises
+    ------
+    kombu.exceptions.KombuError
+        The broker failed while a chunk was being written (``BatchPublishError``: some of its messages
+        may be queued). Chunks before it are queued. Submitting the run again (same ``--run``) enqueues
+        every study of the run not yet done; one already queued is then sent twice, which the
+        idempotent tasks allow.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 message, got {chunk}")
+    options = app.amqp.router.route({"queue": GPU_QUEUE}, SEGMENT_TASK, None, None, None)
     with app.producer_or_acquire() as producer:
-        for study_id in study_ids:
-            app.send_task(SEGMENT_TASK, args=[study_id], queue=GPU_QUEUE, producer=producer)
+        maybe_declare(options["queue"], producer.channel, retry=True)  # once, not per message
+        for start in range(0, len(study_ids), chunk):
+            part = study_ids[start : start + chunk]
+            # Two broker commands per message at most (the push and its event), so a chunk is one flush.
+            with producer.batch(max_size=2 * len(part)):
+                for study_id in part:
+                    _send(app, producer, study_id, options)
+            log.debug("enqueued %d of %d studies", start + len(part), len(study_ids))
             if on_sent is not None:
-                on_sent()
+                on_sent(len(part))
     return len(study_ids)
+
+
+def _send(app: Celery, producer: Producer, study_id: int, options: dict[str, object]) -> None:
+    """Build and publish one segment task message the way ``app.send_task`` does, without re-routing it."""
+    message = app.amqp.create_task_message(uuid(), SEGMENT_TASK, [study_id], None, reply_to=app.thread_oid,
+                                           create_sent_event=app.conf.task_send_sent_event, ignore_result=None)
+    # The queue is declared before the batch. Inside a batch publishing only buffers, so broker errors
+    # come at the flush, which kombu does not retry; a retry here would have nothing to resend.
+    app.amqp.send_task_message(producer, SEGMENT_TASK, message, declare=[], retry=False, **options)
