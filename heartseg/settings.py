@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     use_mirroring: bool = Field(default=True, description="Test-time augmentation by mirroring.")
     tile_step_size: float = Field(default=0.5, gt=0, le=1, description="Sliding-window step, fraction of a patch.")
     device: str = Field(default="auto", description="'cuda', 'cpu' or 'auto' (cuda when available).")
+    predictor: Literal["batched", "nnunet"] = Field(
+        default="batched",
+        description="'batched': the tiles of several frames, with their mirrored copies, per forward pass; "
+                    "'nnunet': nnU-Net's own predictor (one tile per pass), for comparison.",
+    )
+    tiles_per_batch: int | None = Field(
+        default=None, ge=1,
+        description="Network inputs per forward pass of the batched predictor (a tile and each mirrored copy "
+                    "count one); unset: 8 on a CPU, 256 on a GPU (the fastest measured).",
+    )
+    studies_in_flight: int = Field(
+        default=2, ge=1,
+        description="Studies one segmentation worker holds at once (threads sharing its model): one on the "
+                    "device while the next is loaded and preprocessed and the last one written.",
+    )
     lease_s: float = Field(default=300.0, gt=0, description="How long a worker's claim on a study lasts unrenewed.")
     task_soft_time_limit_s: float = Field(default=3600.0, gt=0, description="Soft time limit of one study task.")
     task_time_limit_s: float = Field(default=3900.0, gt=0, description="Hard time limit of one study task.")

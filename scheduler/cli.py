@@ -402,11 +402,14 @@ app.add_typer(worker_app, name="worker")
 def worker_gpu(
     devices: Annotated[str, typer.Option("--devices", help="Comma-separated CUDA devices, or 'cpu'.")] = "0",
 ) -> None:
-    """One segmentation worker process per device (solo pool, pinned with CUDA_VISIBLE_DEVICES)."""
+    """One segmentation worker process per device (pinned with CUDA_VISIBLE_DEVICES), each holding
+    HEARTSEG_STUDIES_IN_FLIGHT studies at once on threads that share its model."""
     from scheduler.worker_launcher import gpu_worker_commands, run_workers
 
     devices_list = [d.strip() for d in devices.split(",") if d.strip()]
-    raise typer.Exit(run_workers(gpu_worker_commands(devices_list, metrics_port=get_settings().metrics_port)))
+    settings = get_settings()
+    raise typer.Exit(run_workers(gpu_worker_commands(devices_list, metrics_port=settings.metrics_port,
+                                                     studies_in_flight=settings.studies_in_flight)))
 
 
 @worker_app.command("cpu")

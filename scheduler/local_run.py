@@ -40,7 +40,8 @@ def local_workers(settings: Settings, log_dir: Path, gpu_devices: tuple[str, ...
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTSEG_")}
     env.update(settings_environment(settings))  # the children get exactly these settings
-    commands = [*gpu_worker_commands(gpu_devices, hostname="local"), cpu_worker_command(cpu_concurrency, "local")]
+    commands = [*gpu_worker_commands(gpu_devices, hostname="local", studies_in_flight=settings.studies_in_flight),
+                cpu_worker_command(cpu_concurrency, "local")]
     procs = []
     for index, (argv, extra) in enumerate(commands):
         log = (log_dir / f"worker{index}.log").open("w")

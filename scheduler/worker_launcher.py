@@ -19,11 +19,14 @@ from types import FrameType
 from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir
 
 
-def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None,
-                        metrics_port: int | None = None) -> list[tuple[list[str], dict[str, str]]]:
-    """(argv, extra environment) of one solo-pool worker per device; ``cpu`` runs inference on the CPU.
+def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None, metrics_port: int | None = None,
+                        studies_in_flight: int = 2) -> list[tuple[list[str], dict[str, str]]]:
+    """(argv, extra environment) of one segmentation worker per device; ``cpu`` runs inference on the CPU.
 
-    With ``metrics_port``, the n-th worker serves its metrics on ``metrics_port + n``.
+    Each worker is one process with a threads pool of ``studies_in_flight`` threads sharing one loaded
+    model: while one study's frames are on the device, the next study (its message reserved by the
+    worker) is loaded and preprocessed, and the last one written. With ``metrics_port``, the n-th worker
+    serves its metrics on ``metrics_port + n``.
     """
     host = hostname or socket.gethostname()
     commands = []
@@ -35,7 +38,8 @@ def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None,
             env["HEARTSEG_METRICS_PORT"] = str(metrics_port + index)
             env[MULTIPROC_ENV] = new_multiprocess_dir(name)
         argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues", "gpu",
-                "--pool", "solo", "--hostname", f"{name}@{host}", "--loglevel", "INFO"]
+                "--pool", "threads", "--concurrency", str(studies_in_flight), "--hostname", f"{name}@{host}",
+                "--loglevel", "INFO"]
         commands.append((argv, env))
     return commands
 

@@ -111,7 +111,8 @@ def test_flower_and_worker_metrics_after_a_run(environment: dict[str, str], tmp_
         assert ("heartseg_studies_total", {"run": "watched", "outcome": "segmented"}, 2.0) in gpu
         assert ("heartseg_frames_segmented_total", {"run": "watched"}, 4.0) in gpu  # ED and ES of 2 studies
         stage_counts = {labels["stage"]: value for name, labels, value in gpu if name == "heartseg_stage_seconds_count"}
-        assert stage_counts == {"load": 2.0, "preprocess": 4.0, "forward": 4.0, "export": 4.0, "write": 2.0}
+        assert stage_counts == {"load": 2.0, "preprocess": 4.0, "forward": 4.0, "export": 4.0, "device_wait": 4.0,
+                                "write": 2.0}
         assert ("heartseg_studies_total", {"run": "watched", "outcome": "done"}, 2.0) in cpu  # summed over the pool
         assert {labels["stage"] for name, labels, _ in cpu if name == "heartseg_stage_seconds_count"} == {"metrics"}
 

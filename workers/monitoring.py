@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Stages of a study, in order: read the source, nnU-Net's preprocessing, the network, nnU-Net's export of
-#: the logits to a label map in the source geometry, writing masks/SEGs (and STOW), metrics and indices.
-STAGES = ("load", "preprocess", "forward", "export", "write", "metrics")
+#: the logits to a label map in the source geometry, writing masks/SEGs (and STOW), metrics and indices;
+#: and the time the device waited for preprocessed frames (``device_wait``).
+STAGES = ("load", "preprocess", "forward", "export", "write", "metrics", "device_wait")
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -35,16 +35,37 @@ from workers.monitoring import count_frames, count_study, observe_stage
 
 logger = logging.getLogger(__name__)
 
-#: segment(image (x, y, z), spacing) -> uint8 labels; a loaded :class:`~workers.inference.predictor.Segmenter`.
+#: segment(image (x, y, z), spacing) -> uint8 labels, one frame.
 SegmentFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
+#: segment_frames(images, spacing, on_labels(index, labels)) -> labels of every frame, pipelined: a loaded
+#: :meth:`~workers.inference.predictor.Segmenter.segment_frames`.
+SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], Callable[[int, np.ndarray], None]],
+                           list[np.ndarray]]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the segment stage needs to know of the loaded model."""
+    """What the segment stage needs to know of the loaded model.
+
+    ``segment_frames``, when given, segments a study's frames pipelined (the next frames are
+    preprocessed and the last ones written while the device works); else ``segment`` is called
+    frame by frame.
+    """
 
     fingerprint: str
     segment: SegmentFn
+    segment_frames: SegmentFramesFn | None = None
+
+    def segment_all(self, images: Iterable[np.ndarray], spacing: Sequence[float],
+                    on_labels: Callable[[int, np.ndarray], None]) -> list[np.ndarray]:
+        """Label maps of ``images`` in order; ``on_labels(index, labels)`` is called as each one is ready."""
+        if self.segment_frames is not None:
+            return self.segment_frames(images, spacing, on_labels)
+        results = []
+        for index, image in enumerate(images):
+            results.append(self.segment(image, spacing))
+            on_labels(index, results[-1])
+        return results
 
 
 def _load(source: str, *, cine: bool) -> LoadedStudy:
@@ -152,26 +173,37 @@ class _Segmented:
 
 def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultStore, run_name: str,
                     renew: Callable[[], None] | None) -> _Segmented:
-    """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError."""
+    """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError.
+
+    Each mask is encoded and stored as soon as its frame is segmented (in the segmenter's export
+    thread when pipelined, beside the next frames' forward passes), and the lease is renewed then.
+    ``predict_s`` is the wall time of segmenting every frame, ``write_s`` the part of it spent writing
+    masks (overlapped with the forward passes when pipelined) plus the SEGs after.
+    """
     started = time.perf_counter()
     study = _load(source, cine=frames == "all")
     load_s = time.perf_counter() - started
     observe_stage("load", load_s)
     name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
-    predict_s = write_s = 0.0
-    labels: dict[int, np.ndarray] = {}
-    masks = []
-    for number in frames_to_segment(study, frames):
+    numbers = frames_to_segment(study, frames)
+    masks: list[tuple[int, str, str]] = []
+    write_s = 0.0
+
+    def write(index: int, labels: np.ndarray) -> None:
+        nonlocal write_s
         t0 = time.perf_counter()
-        labels[number] = model.segment(study.frame(number).image, study.spacing)
-        t1 = time.perf_counter()
-        data = encode_mask(labels[number], study)
+        number = numbers[index]
+        data = encode_mask(labels, study)
         uri = store.put(mask_key(model.fingerprint, run_name, name, number), data)
         masks.append((number, uri, sha256_hex(data)))
-        write_s += time.perf_counter() - t1
-        predict_s += t1 - t0
+        write_s += time.perf_counter() - t0
         if renew is not None:
             renew()
+
+    t0 = time.perf_counter()
+    segmented = model.segment_all((study.frame(n).image for n in numbers), study.spacing, write)
+    predict_s = time.perf_counter() - t0
+    labels = dict(zip(numbers, segmented, strict=True))
     t0 = time.perf_counter()
     segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
     write_s += time.perf_counter() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,19 @@ class StudyTask(Task):
     def models(self) -> dict[str, Any]:
         return {}
 
-    def segmenter_for(self, model_path: str) -> Any:
-        """The loaded segmenter of a model folder (loaded on first use, then kept)."""
-        if model_path not in self.models:
-            from workers.inference.predictor import Segmenter  # torch: only GPU workers get here
+    #: A segmentation worker runs a few studies at once on threads (one on the device, the others loading
+    #: or writing); they share one loaded model.
+    _models_lock = threading.Lock()
 
-            settings = get_settings()
-            self.models[model_path] = Segmenter.from_settings(settings, model_dir=Path(model_path))
-        return self.models[model_path]
+    def segmenter_for(self, model_path: str) -> Any:
+        """The loaded segmenter of a model folder (loaded on first use, then kept and shared by the threads)."""
+        with self._models_lock:
+            if model_path not in self.models:
+                from workers.inference.predictor import Segmenter  # torch: only GPU workers get here
+
+                settings = get_settings()
+                self.models[model_path] = Segmenter.from_settings(settings, model_dir=Path(model_path))
+            return self.models[model_path]
 
 
 @app.task(bind=True, base=StudyTask, name=SEGMENT_TASK, queue=GPU_QUEUE)
@@ -88,7 +94,7 @@ def _segment(self: StudyTask, study_id: int, path: str) -> None:
     def enqueue_evaluation() -> None:
         evaluate_study.apply_async(args=[study_id], queue=CPU_QUEUE)
 
-    model = ModelInfo(segmenter.fingerprint, segmenter.segment)
+    model = ModelInfo(segmenter.fingerprint, segmenter.segment, segmenter.segment_frames)
     segment_stage(self.engine, study_id, model, self.store, worker=worker, lease_s=settings.lease_s, renew=renew,
                   enqueue_evaluation=enqueue_evaluation)
 

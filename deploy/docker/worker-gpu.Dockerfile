@@ -72,5 +72,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /home/heartseg
 USER 10001:10001
 EXPOSE 9808
-# One solo-pool worker for the one GPU the container is given (inside it, that GPU is device 0).
+# One worker for the one GPU the container is given (inside it, that GPU is device 0); its threads hold
+# HEARTSEG_STUDIES_IN_FLIGHT studies at once around the one loaded model.
 CMD ["heartseg", "worker", "gpu", "--devices", "0"]
