@@ -121,7 +121,7 @@ def test_batched_predictor_agrees_with_nnunet_predictor(acdc_root: Path, mirrori
         images = [frame.image for frame in study.frames]
         written: list[int] = []
         theirs = nnunet.segment_frames(images, study.spacing)
-        ours = batched.segment_frames(images, study.spacing, on_labels=lambda index, _: written.append(index))
+        ours = batched.segment_frames(images, study.spacing, on_labels=lambda i, _, seen=written: seen.append(i))
         assert written == list(range(len(images)))  # the writer saw every frame, in order
         for a, b in zip(theirs, ours, strict=True):
             assert a.shape == b.shape and b.dtype == np.uint8

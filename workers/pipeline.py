@@ -30,6 +30,7 @@ from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask
 from heartseg.studies.model import Study as LoadedStudy
 from heartseg.studies.remote import load_source, release_source
 from workers.indices import PhaseSource, cardiac_indices, find_ed_es
+from workers.lease_keeper import lease_kept
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
 
@@ -114,7 +115,8 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
     again (the same rows, upserted); killed after it, the evaluation finishes the study.
 
     Bad input marks the study failed with the reason (no retry). A study that another
-    worker holds, or that is already past this stage, is left alone (False).
+    worker holds, or that is already past this stage, is left alone (False). While the
+    frames are segmented, ``renew`` is called every third of ``lease_s``.
     """
     with session_scope(engine) as session:
         if not claim_study(session, study_id, worker, lease_s):
@@ -123,7 +125,8 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         row, run = study_with_run(session, study_id)
         source, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
     try:
-        result = _segment_frames(source, frames, model, store, run_name, renew)
+        with lease_kept(renew, lease_s / 3):
+            result = _segment_frames(source, frames, model, store, run_name)
     except StudyError as exc:
         return _failed(engine, study_id, run_name, exc)
     finally:
@@ -171,12 +174,11 @@ class _Segmented:
     write_s: float
 
 
-def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultStore, run_name: str,
-                    renew: Callable[[], None] | None) -> _Segmented:
+def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultStore, run_name: str) -> _Segmented:
     """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError.
 
     Each mask is encoded and stored as soon as its frame is segmented (in the segmenter's export
-    thread when pipelined, beside the next frames' forward passes), and the lease is renewed then.
+    thread when pipelined, beside the next frames' forward passes).
     ``predict_s`` is the wall time of segmenting every frame, ``write_s`` the part of it spent writing
     masks (overlapped with the forward passes when pipelined) plus the SEGs after.
     """
@@ -197,8 +199,6 @@ def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultSto
         uri = store.put(mask_key(model.fingerprint, run_name, name, number), data)
         masks.append((number, uri, sha256_hex(data)))
         write_s += time.perf_counter() - t0
-        if renew is not None:
-            renew()
 
     t0 = time.perf_counter()
     segmented = model.segment_all((study.frame(n).image for n in numbers), study.spacing, write)
