@@ -39,10 +39,12 @@ demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when 
 		$(VENV)/bin/heartseg reference-indices "$(HEARTSEG_SHARED_DATA)/acdc/training"; \
 	fi
 
-bench: $(STAMP) services ## Measure inference speed/memory and enqueueing 10,000 studies (writes docs/bench-*.md)
+bench: $(STAMP) services ## Measure enqueueing, inference, HeartSeg vs nnUNetv2_predict, a simulated GPU host (docs/bench-*.md; about an hour)
 	$(PY) -m bench.enqueue
 	$(PY) -m bench.inference
 	$(PY) -m bench.dicom_seg
+	$(PY) -m bench.vs_nnunet
+	$(PY) -m bench.pipeline_sim
 
 model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data (hours on 2 CPU cores)
 	$(PY) -m workers.training.recipe all
