@@ -3,9 +3,8 @@
 #   bash bench/gpu.sh PART        PART = a or b: the packed frames in .gpu-carry/acdc-PART
 # It installs the carried wheels (.gpu-carry/wheels: nnunetv2 and the pure-Python packages it and HeartSeg need)
 # into a scratch folder and measures nnU-Net's predictor and the batched one (bench/gpu.py), writing
-# $OUT/gpu-PART.json. Prepare the carry on the development machine:
-#   python -m bench.gpu_frames pack .gpu-carry/acdc-a --patients 1-50     (and b with 51-100)
-#   pip wheel --no-deps -w .gpu-carry/wheels nnunetv2==... (see docs/bench-gpu.md)
+# $OUT/gpu-PART.json. Prepare the carry on the development machine with bench/gpu_carry.sh; turn the JSON of
+# both halves into docs/bench-gpu.md with `python -m bench.gpu_report`.
 set -euo pipefail
 part=${1:?usage: bench/gpu.sh a|b}
 out=${OUT:-/tmp/heartseg-gpu-out}

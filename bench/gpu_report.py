@@ -46,8 +46,9 @@ def render(parts: list[dict[str, Any]]) -> str:
         f"Measured {device['date_utc']} UTC on a lent machine: **{device['gpu']}** ({device['nvidia_smi']}), "
         f"{device['cpu_cores']} CPU cores, torch {device['torch']} (CUDA {device['cuda']}), "
         f"Python {device['python']}; nnunetv2 2.8.1 from the carried wheels.",
-        "Command: `bash bench/gpu.sh a` then `bash bench/gpu.sh b --sweep` (the frames travel in two halves: "
-        "patients 001-050, then 051-100); this page: `python -m bench.gpu_report`. Raw figures: `docs/gpu-runs/`.",
+        "Commands: `bench/gpu_carry.sh` here (wheels and packed frames), then on the GPU machine "
+        "`bash bench/gpu.sh a` and `bash bench/gpu.sh b --sweep` (the frames travel in two halves: patients "
+        "001-050, then 051-100); this page: `python -m bench.gpu_report`. Raw figures: `docs/gpu-runs/`.",
         "",
         f"Data: the ED and ES frames of all 100 ACDC training patients ({frames} frames, their stored voxels), "
         "shipped model, **mirroring (TTA) on**, `Segmenter.segment_frames` (the worker's own path: nnU-Net "

@@ -217,7 +217,7 @@ def main() -> None:
     settings = Settings()
     if not settings.acdc_training_dir.is_dir():
         raise SystemExit(f"ACDC data not found under {settings.acdc_training_dir} (HEARTSEG_SHARED_DATA)")
-    choices = {"on": [True], "off": [False], "both": [True, False]}[args.tta]
+    choices = {"on": [True], "off": [False], "both": [False, True]}[args.tta]
     results = {tta: measure(tta, args.rounds, list(COMMANDS), settings) for tta in choices}
     report = render(results, args.rounds)
     print(report)
