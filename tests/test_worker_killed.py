@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from db.schema import Mask, Study, StudyStatus
 from db.session import make_engine, session_scope
@@ -23,6 +23,15 @@ def start(argv_env: tuple[list[str], dict[str, str]], env: dict[str, str], log: 
     argv, extra = argv_env
     return subprocess.Popen(argv, env={**env, **extra}, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def clean_up(procs: list[subprocess.Popen[bytes]], engine: Engine, broker: redis.Redis) -> None:
+    """Kill what still runs, close the record, empty the test's Redis database."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    engine.dispose()
+    broker.flushdb()
 
 
 def test_killed_worker_leaves_its_study_to_be_done_again_once(postgres_url: str, tmp_path: Path) -> None:
@@ -70,11 +79,7 @@ def test_killed_worker_leaves_its_study_to_be_done_again_once(postgres_url: str,
             assert sorted(masks) == list(range(1, params.n_frames + 1))  # every phase, once
         assert n_masks == 0  # masks are recorded only when the study is fully segmented
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        engine.dispose()
-        broker.flushdb()
+        clean_up(procs, engine, broker)
 
 
 def test_worker_killed_with_a_prefetched_study_loses_nothing(postgres_url: str, tmp_path: Path) -> None:
@@ -135,8 +140,4 @@ def test_worker_killed_with_a_prefetched_study_loses_nothing(postgres_url: str, 
                                           .where(CardiacIndex.study_id == study.id)).scalars().all()
                 assert sorted(sources) == ["pred", "ref"]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        engine.dispose()
-        broker.flushdb()
+        clean_up(procs, engine, broker)
