@@ -1,1 +1,1 @@
-"""The record: schema, migrations, session handling, cohort views and queries (issue 4)."""
+"""The record: schema, migrations, session handling, cohort views and queries."""
