@@ -153,8 +153,8 @@ class Segmenter:
         Parameters
         ----------
         images
-            3D frames in ``(x, y, z)`` order, read lazily: a generator is consumed one frame ahead of the
-            preprocessing thread.
+            3D frames in ``(x, y, z)`` order, read lazily: a generator is consumed at most
+            ``PIPELINE_DEPTH`` frames ahead of the device.
         spacing
             ``(x, y, z)`` voxel size in mm, shared by the frames.
         on_labels
