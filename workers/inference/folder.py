@@ -41,9 +41,8 @@ def predict_file(segmenter: Segmenter, source: Path, out_dir: Path) -> PredictRe
         if volume.data.ndim == 3:
             labels = segmenter.segment(as_image(volume), spacing)
         else:
-            phases = [segmenter.segment(as_image(volume, volume.data[..., t]), spacing)
-                      for t in range(volume.data.shape[3])]
-            labels = np.stack(phases, axis=-1)
+            phases = (as_image(volume, volume.data[..., t]) for t in range(volume.data.shape[3]))
+            labels = np.stack(segmenter.segment_frames(phases, spacing), axis=-1)
     except StudyError as exc:
         return PredictResult(source, error=str(exc))
     target = write_label_map(out_dir / output_name(source), labels, volume.affine, volume.header)
