@@ -29,8 +29,9 @@ services: ## Make sure PostgreSQL and Redis answer on 127.0.0.1 (start them if n
 system: ## Install the Debian packages the tests need (Orthanc PACS) when missing
 	.ci/system-packages.sh
 
-test: $(STAMP) system services ## Install if needed, start the services, lint, run the test suite
+test: $(STAMP) system services ## Install if needed, start the services, lint, type-check, run the test suite
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when present) with the shipped model
@@ -50,4 +51,4 @@ model: $(STAMP) ## Reproduce the shipped nnU-Net model from the shared ACDC data
 	$(PY) -m workers.training.recipe all
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -7,11 +7,18 @@ the database decides, atomically, who got it.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, Result, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.schema import Run, Study, StudyStatus
+from db.schema import Run, Study
+from heartseg.enums import PhaseSource, StudyStatus
+
+
+def _changed_one(result: Result[Any]) -> bool:
+    """Whether an UPDATE changed exactly one row (an UPDATE's result is a ``CursorResult``)."""
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 def now() -> datetime:
@@ -31,7 +38,7 @@ def claim_study(session: Session, study_id: int, worker: str, lease_s: float) ->
                 lease_expires_at=moment + timedelta(seconds=lease_s), error=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _changed_one(result)
 
 
 def renew_lease(session: Session, study_id: int, worker: str, lease_s: float) -> bool:
@@ -42,16 +49,27 @@ def renew_lease(session: Session, study_id: int, worker: str, lease_s: float) ->
         .values(lease_expires_at=now() + timedelta(seconds=lease_s))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _changed_one(result)
 
 
 def record_segmentation(session: Session, study_id: int, *, ed: int | None, es: int | None,
-                        phase_source: str | None, load_s: float, predict_s: float, write_s: float) -> None:
+                        phase_source: PhaseSource | None, load_s: float, predict_s: float, write_s: float) -> None:
     """Masks are written: record the frames used and the timings (the status is left as it is)."""
     session.execute(
         update(Study).where(Study.id == study_id)
         .values(segmented_at=now(), ed_frame=ed, es_frame=es, phase_source=phase_source, load_s=load_s,
                 predict_s=predict_s, write_s=write_s)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_patient(session: Session, study_id: int, *, patient_id: str, group: str | None,
+                   height_cm: float | None, weight_kg: float | None, n_frames: int) -> None:
+    """What loading the study told of the patient (the name is the pseudonym when one is configured)."""
+    session.execute(
+        update(Study).where(Study.id == study_id)
+        .values(patient_id=patient_id, pathology_group=group, height_cm=height_cm, weight_kg=weight_kg,
+                n_frames=n_frames)
         .execution_options(synchronize_session=False)
     )
 

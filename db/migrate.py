@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+
+from heartseg.errors import HeartSegError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -19,10 +23,50 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction for migrations; on SQLite, foreign keys are not enforced in it.
+
+    SQLite alters a table by copying it into a new table and dropping the old one; with foreign
+    keys enforced, that drop deletes every row that references the old table (``ON DELETE
+    CASCADE``). SQLite switches enforcement only outside a transaction, so it is switched off
+    before the transaction, the references are checked (``PRAGMA foreign_key_check``) before it
+    commits, and enforcement is switched on again after it.
+
+    Raises
+    ------
+    HeartSegError
+        On SQLite, when enforcement cannot be switched off, or the migrated rows break a reference.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            with connection.begin():
+                yield connection
+            return
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+        try:
+            if connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one():
+                raise HeartSegError(f"{engine.url}: foreign keys stay enforced (the driver holds a transaction "
+                                    "open), so migrating could delete rows; connect with the sqlite3 module's "
+                                    "default transaction control")
+            connection.rollback()
+            with connection.begin():
+                yield connection
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise HeartSegError(f"{engine.url}: the migration left rows whose references are gone "
+                                        f"(table, rowid, parent): {[tuple(row[:3]) for row in broken[:5]]}")
+        finally:
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` up to ``revision``."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
@@ -30,7 +74,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Migrate the database behind ``engine`` down to ``revision``."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
 

@@ -32,6 +32,15 @@ ORDER BY s.patient_id, c.source
 """
 
 
+_LV_EF_SQL = """
+SELECT s.patient_id AS patient, s.source_uri, p.lv_ef_pct AS pred_ef, f.lv_ef_pct AS ref_ef
+FROM studies s JOIN runs r ON r.id = s.run_id
+JOIN cardiac_indices p ON p.study_id = s.id AND p.source = 'pred'
+JOIN cardiac_indices f ON f.study_id = s.id AND f.source = 'ref'
+WHERE r.name = :run ORDER BY s.patient_id
+"""
+
+
 class UnknownRunError(HeartSegError):
     """No run of that name in the record."""
 
@@ -42,11 +51,13 @@ def fetch(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in connection.execute(text(sql), params)]
 
 
-def require_run(engine: Engine, run: str) -> None:
-    """Raise :class:`UnknownRunError` naming the runs that exist."""
-    names = [r["name"] for r in fetch(engine, "SELECT name FROM runs ORDER BY created_at, id")]
-    if run not in names:
-        raise UnknownRunError(f"no run named {run!r} in the record; runs: {', '.join(names) or 'none'}")
+def require_run(engine: Engine, run: str) -> int:
+    """The id of run ``run``; :class:`UnknownRunError` naming the runs that exist if there is none."""
+    rows = fetch(engine, "SELECT id, name FROM runs ORDER BY created_at, id")
+    ids = {r["name"]: int(r["id"]) for r in rows}
+    if run not in ids:
+        raise UnknownRunError(f"no run named {run!r} in the record; runs: {', '.join(ids) or 'none'}")
+    return ids[run]
 
 
 def run_report(engine: Engine, run: str) -> dict[str, list[dict[str, Any]]]:
@@ -63,6 +74,11 @@ def run_report(engine: Engine, run: str) -> dict[str, list[dict[str, Any]]]:
         "failures": fetch(engine, "SELECT error, n_studies FROM run_failures WHERE run = :run "
                                   "ORDER BY n_studies DESC", run=run),
     }
+
+
+def lv_ef_pairs(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """Per study of ``run`` with both: its source and LV EF from the predicted and the reference masks."""
+    return fetch(engine, _LV_EF_SQL, run=run)
 
 
 def _write(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> int:

@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Mapping
+from typing import TypeVar
 
+from heartseg.enums import PhaseSource
 from heartseg.errors import HeartSegError
 from heartseg.labels import Structure
+
+E = TypeVar("E", bound=enum.StrEnum)
 
 
 class RecordError(HeartSegError):
     """A value that must not be recorded (the message says which row and why)."""
 
 
+def member(kind: type[E], value: object, where: str, what: str) -> E:
+    """``value`` as a member of ``kind``: a member is returned as it is, its string value converted.
+
+    Raises
+    ------
+    RecordError
+        When ``value`` is none of ``kind``'s values; the message names ``where`` and ``what``.
+    """
+    if isinstance(value, kind):
+        return value
+    values = [m.value for m in kind]
+    if isinstance(value, str) and value in values:
+        return kind(value)
+    expected = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+    raise RecordError(f"{where}: unknown {what} {value!r}; expected {expected}")
+
+
 def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else float(value)
 
 
-def metric_row(where: str, structure: Structure | str, metrics: Mapping[str, float]) -> dict:
+def metric_row(where: str, structure: Structure, metrics: Mapping[str, float]) -> dict[str, object]:
     """Check one structure's metrics (``StructureMetrics.as_dict()``) and turn them into column values.
 
     NaN Dice/IoU (both masks empty) and NaN or infinite distances (a mask empty) become NULL.
@@ -29,10 +51,7 @@ def metric_row(where: str, structure: Structure | str, metrics: Mapping[str, flo
         is not empty, negative counts, volumes or distances.
     """
     values = dict(metrics)
-    try:
-        structure = Structure(structure)
-    except ValueError as exc:
-        raise RecordError(f"{where}: unknown structure {structure!r}; expected RV, MYO or LV") from exc
+    structure = member(Structure, structure, where, "structure")
     label = f"{where} {structure.value}"
     tp, fp, fn = (int(values[k]) for k in ("tp", "fp", "fn"))
     if min(tp, fp, fn) < 0:
@@ -67,8 +86,14 @@ def metric_row(where: str, structure: Structure | str, metrics: Mapping[str, flo
 INDEX_VOLUMES = ("lv_edv_ml", "lv_esv_ml", "rv_edv_ml", "rv_esv_ml", "myo_mass_g")
 
 
-def index_row(where: str, values: Mapping[str, object]) -> dict:
-    """Check cardiac indices (non-negative volumes and mass) and drop fields the table lacks."""
+def index_row(where: str, values: Mapping[str, object]) -> dict[str, object]:
+    """Check cardiac indices (``CardiacIndices.as_dict()``: non-negative volumes and mass, a known phase source).
+
+    Raises
+    ------
+    RecordError
+        For a negative or non-finite volume or mass, or an unknown phase source.
+    """
     for name in INDEX_VOLUMES:
         value = float(values[name])  # type: ignore[arg-type]
         if not math.isfinite(value) or value < 0:
@@ -77,5 +102,5 @@ def index_row(where: str, values: Mapping[str, object]) -> dict:
     for name in ("lv_ef_pct", "rv_ef_pct"):
         if row.get(name) is not None and not math.isfinite(float(row[name])):  # type: ignore[arg-type]
             row[name] = None
-    row["phase_source"] = str(row["phase_source"])
+    row["phase_source"] = member(PhaseSource, row["phase_source"], where, "phase source")
     return row

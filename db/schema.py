@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from heartseg.enums import Frames, IndexSource, PhaseSource, StudyStatus
 from heartseg.labels import Phase, Structure
 
 NAMING_CONVENTION = {
@@ -44,24 +45,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class StudyStatus(enum.StrEnum):
-    """Where a study is in its life (see DESIGN.md)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SEGMENTED = "segmented"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class IndexSource(enum.StrEnum):
-    """Whose masks the cardiac indices were computed from."""
-
-    PRED = "pred"
-    REF = "ref"
-
-
 def _enum(kind: type[enum.Enum], name: str) -> Enum:
+    """The column type for members of ``kind``: their values as VARCHAR(16), checked by ``ck_<table>_<name>``."""
     return Enum(kind, name=name, native_enum=False, create_constraint=True, length=16,
                 values_callable=lambda members: [m.value for m in members], validate_strings=True)
 
@@ -92,13 +77,12 @@ class Run(Base):
     """One reprocessing job: a source, a model, the frames asked for."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint("frames IN ('ed-es', 'all')", name="frames"),)
 
     id: Mapped[IntPK]
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source_uri: Mapped[str] = mapped_column(Text)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
-    frames: Mapped[str] = mapped_column(String(8))
+    frames: Mapped[Frames] = mapped_column(_enum(Frames, "run_frames"))
     created_at: Mapped[Created]
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -122,7 +106,7 @@ class Study(Base):
     n_frames: Mapped[int | None]
     ed_frame: Mapped[int | None]
     es_frame: Mapped[int | None]
-    phase_source: Mapped[str | None] = mapped_column(String(16))
+    phase_source: Mapped[PhaseSource | None] = mapped_column(_enum(PhaseSource, "phase_source"))
     status: Mapped[StudyStatus] = mapped_column(_enum(StudyStatus, "study_status"), default=StudyStatus.QUEUED,
                                                 index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -210,7 +194,7 @@ class CardiacIndex(Base):
     source: Mapped[IndexSource] = mapped_column(_enum(IndexSource, "index_source"))
     ed_frame: Mapped[int]
     es_frame: Mapped[int]
-    phase_source: Mapped[str] = mapped_column(String(16))
+    phase_source: Mapped[PhaseSource] = mapped_column(_enum(PhaseSource, "phase_source"))
     lv_edv_ml: Mapped[float]
     lv_esv_ml: Mapped[float]
     lv_sv_ml: Mapped[float]

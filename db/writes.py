@@ -14,9 +14,15 @@ from sqlalchemy import Row, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.records import RecordError, index_row, metric_row
-from db.schema import CardiacIndex, IndexSource, Mask, Metric, Model, Run, Study, StudyStatus
-from heartseg.labels import Phase
+from db.records import RecordError, index_row, member, metric_row
+from db.schema import Base, CardiacIndex, Mask, Metric, Model, Run, Study
+from heartseg.enums import Frames, IndexSource, StudyStatus
+from heartseg.labels import Phase, Structure
+
+
+def table_of(model: type[Base]) -> Table:
+    """The table an ORM class is mapped to (``__table__`` is typed as any FROM clause)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 def dialect_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -49,14 +55,21 @@ def ensure_model(session: Session, *, fingerprint: str, path: str, configuration
                  checkpoint_name: str, use_mirroring: bool, tile_step_size: float) -> int:
     """The id of the model-as-used row, created on first use."""
     keys = {"fingerprint": fingerprint, "use_mirroring": use_mirroring, "tile_step_size": tile_step_size}
-    upsert(session, Model.__table__, [{**keys, "path": path, "configuration": configuration, "folds": folds,
+    upsert(session, table_of(Model), [{**keys, "path": path, "configuration": configuration, "folds": folds,
                                        "checkpoint_name": checkpoint_name}], list(keys), update=False)
     return session.execute(select(Model.id).filter_by(**keys)).scalar_one()
 
 
-def ensure_run(session: Session, *, name: str, source_uri: str, model_id: int, frames: str) -> int:
-    """The id of run ``name``, created if new; an existing run must use the same model."""
-    upsert(session, Run.__table__, [{"name": name, "source_uri": source_uri, "model_id": model_id,
+def ensure_run(session: Session, *, name: str, source_uri: str, model_id: int, frames: Frames) -> int:
+    """The id of run ``name``, created if new; an existing run must use the same model.
+
+    Raises
+    ------
+    RecordError
+        For ``frames`` that is no ``Frames`` value, or a run of that name recorded with another model.
+    """
+    frames = member(Frames, frames, f"run {name!r}", "frames")
+    upsert(session, table_of(Run), [{"name": name, "source_uri": source_uri, "model_id": model_id,
                                      "frames": frames}], ["name"], update=False)
     run = session.execute(select(Run).filter_by(name=name)).scalar_one()
     if run.model_id != model_id:
@@ -84,11 +97,11 @@ def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
         arrays = [bindparam(f"{name}_values", [row[name] for row in rows], type_=postgresql.ARRAY(table.c[name].type))
                   for name in names]
         values = func.unnest(*arrays).table_valued(*names).render_derived()
-        statement = postgresql.insert(table).from_select(names, select(*values.c))
+        insert: postgresql.Insert | sqlite.Insert = postgresql.insert(table).from_select(names, select(*values.c))
         params: Sequence[Mapping[str, Any]] | None = None
     else:
-        statement, params = dialect_insert(session, table), rows
-    statement = (statement.on_conflict_do_nothing(index_elements=list(keys))
+        insert, params = dialect_insert(session, table), rows
+    statement = (insert.on_conflict_do_nothing(index_elements=list(keys))
                  .returning(*(table.c[name] for name in returning)))
     return list(session.execute(statement, params))
 
@@ -101,8 +114,9 @@ def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, An
     list[int]
         The ids of all the given studies, new and kept, in ascending order.
     """
-    rows = [{"run_id": run_id, "status": StudyStatus.QUEUED.value, "attempts": 0, **s} for s in studies]
-    ids = dict(insert_new(session, Study.__table__, rows, ["run_id", "source_uri"], ["source_uri", "id"]))
+    rows = [{"run_id": run_id, "status": StudyStatus.QUEUED, "attempts": 0, **s} for s in studies]
+    inserted = insert_new(session, table_of(Study), rows, ["run_id", "source_uri"], ["source_uri", "id"])
+    ids: dict[str, int] = {row.source_uri: row.id for row in inserted}
     kept = {row["source_uri"] for row in rows} - ids.keys()
     if kept:  # a run submitted again: its earlier studies keep their rows and ids
         ids.update((uri, id_) for uri, id_ in session.execute(select(Study.source_uri, Study.id)
@@ -113,14 +127,21 @@ def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, An
 def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase, uri: str,
                 sha256: str, shape: Sequence[int], spacing: Sequence[float], seg_uri: str | None = None,
                 seg_sha256: str | None = None) -> None:
-    """Record (or re-record) the mask of one study frame (and its DICOM SEG, for a DICOM source)."""
+    """Record (or re-record) the mask of one study frame (and its DICOM SEG, for a DICOM source).
+
+    Raises
+    ------
+    RecordError
+        For an unknown phase, a checksum that is not 64 hex digits, or a SEG URI without its checksum.
+    """
+    phase = member(Phase, phase, f"study {study_id} frame {frame}", "phase")
     for name, digest in (("sha256", sha256), ("seg_sha256", seg_sha256 or "0" * 64)):
         if len(digest) != 64:
             raise RecordError(f"study {study_id} frame {frame}: {name} must be 64 hex digits, got {digest!r}")
     if (seg_uri is None) != (seg_sha256 is None):
         raise RecordError(f"study {study_id} frame {frame}: a SEG needs both its URI and its checksum")
-    upsert(session, Mask.__table__, [{
-        "study_id": study_id, "model_id": model_id, "frame": frame, "phase": Phase(phase).value, "uri": uri,
+    upsert(session, table_of(Mask), [{
+        "study_id": study_id, "model_id": model_id, "frame": frame, "phase": phase, "uri": uri,
         "sha256": sha256, "shape": ",".join(str(int(n)) for n in shape),
         "spacing_x_mm": float(spacing[0]), "spacing_y_mm": float(spacing[1]), "spacing_z_mm": float(spacing[2]),
         "seg_uri": seg_uri, "seg_sha256": seg_sha256,
@@ -128,24 +149,44 @@ def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, p
 
 
 def record_metrics(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase,
-                   metrics: Mapping[str, Mapping[str, float]]) -> None:
-    """Record one frame's metrics, one row per structure (validated first: nothing is written on error)."""
+                   metrics: Mapping[Structure, Mapping[str, float]]) -> None:
+    """Record one frame's metrics, one row per structure (validated first: nothing is written on error).
+
+    Parameters
+    ----------
+    metrics
+        ``StructureMetrics.as_dict()`` of each structure compared.
+
+    Raises
+    ------
+    RecordError
+        For an unknown phase or structure, or metric values that ``metric_row`` refuses.
+    """
     where = f"study {study_id} frame {frame}"
-    rows = []
-    for structure, values in metrics.items():
-        row = metric_row(where, structure, values)
-        row["structure"] = row["structure"].value
-        rows.append({"study_id": study_id, "model_id": model_id, "frame": frame, "phase": Phase(phase).value, **row})
-    upsert(session, Metric.__table__, rows, ["study_id", "model_id", "frame", "structure"])
+    phase = member(Phase, phase, where, "phase")
+    rows = [{"study_id": study_id, "model_id": model_id, "frame": frame, "phase": phase,
+             **metric_row(where, structure, values)} for structure, values in metrics.items()]
+    upsert(session, table_of(Metric), rows, ["study_id", "model_id", "frame", "structure"])
 
 
-def record_indices(session: Session, *, study_id: int, model_id: int, source: IndexSource | str,
+def record_indices(session: Session, *, study_id: int, model_id: int, source: IndexSource,
                    indices: Mapping[str, object]) -> None:
-    """Record a study's cardiac indices from predicted or reference masks."""
-    source = IndexSource(source)
+    """Record a study's cardiac indices from predicted or reference masks.
+
+    Parameters
+    ----------
+    indices
+        ``CardiacIndices.as_dict()``: the columns of ``cardiac_indices``, ``phase_source`` a ``PhaseSource``.
+
+    Raises
+    ------
+    RecordError
+        For an unknown source or phase source, or values that ``index_row`` refuses.
+    """
+    source = member(IndexSource, source, f"study {study_id}", "index source")
     row = index_row(f"study {study_id} {source.value} indices", indices)
-    upsert(session, CardiacIndex.__table__, [{"study_id": study_id, "model_id": model_id, "source": source.value,
-                                              **row}], ["study_id", "model_id", "source"])
+    upsert(session, table_of(CardiacIndex), [{"study_id": study_id, "model_id": model_id, "source": source, **row}],
+           ["study_id", "model_id", "source"])
 
 
 def done_source_uris(session: Session, fingerprint: str, source_uris: Iterable[str] | None = None) -> set[str]:

@@ -27,3 +27,7 @@ class StudyError(HeartSegError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigurationError(HeartSegError, ValueError):
+    """A setting or option that cannot work as given (the message names it and what it needs)."""

@@ -43,3 +43,8 @@ class Phase(enum.StrEnum):
     ED = "ED"
     ES = "ES"
     OTHER = "other"
+
+
+def frame_phase(number: int, ed: int | None, es: int | None) -> Phase:
+    """Whether frame ``number`` is the ED frame, the ES frame or another one."""
+    return Phase.ED if number == ed else Phase.ES if number == es else Phase.OTHER

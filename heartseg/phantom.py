@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from scipy import integrate, ndimage, optimize
 
 from heartseg.labels import Structure
@@ -120,8 +122,8 @@ def contraction(frame: int, params: PhantomParameters) -> float:
 def phase_geometry(frame: int, params: PhantomParameters) -> PhaseGeometry:
     """The LV, myocardium and RV shapes at one frame."""
     g = contraction(frame, params)
-    lv_scale = (1 - params.lv_ef * g) ** (1 / 3)
-    a0 = (3 * params.lv_edv_ml * 1000 / (2 * math.pi * params.lv_long_to_radius)) ** (1 / 3)
+    lv_scale: float = (1 - params.lv_ef * g) ** (1 / 3)
+    a0: float = (3 * params.lv_edv_ml * 1000 / (2 * math.pi * params.lv_long_to_radius)) ** (1 / 3)
     a, c = a0 * lv_scale, a0 * params.lv_long_to_radius * lv_scale
     myo_mm3 = params.myo_ml * 1000
 
@@ -218,7 +220,7 @@ def _voxel_centres(params: PhantomParameters) -> tuple[np.ndarray, np.ndarray, n
 
 
 def render_image(labels: np.ndarray, params: PhantomParameters, rng: np.random.Generator,
-                 anatomy: np.ndarray, bias: np.ndarray) -> np.ndarray:
+                 anatomy: np.ndarray, bias: np.ndarray) -> npt.NDArray[np.int16]:
     """Cine-SSFP-like intensities for one phase (int16)."""
     image = anatomy.copy()
     blood = (labels == Structure.LV.label) | (labels == Structure.RV.label)
@@ -231,7 +233,7 @@ def render_image(labels: np.ndarray, params: PhantomParameters, rng: np.random.G
     noise = 0.035
     real = image + rng.normal(0, noise, image.shape)
     imag = rng.normal(0, noise, image.shape)
-    magnitude = np.sqrt(real**2 + imag**2)
+    magnitude: npt.NDArray[np.float64] = np.sqrt(real**2 + imag**2)
     return np.clip(magnitude * 1200, 0, 32767).astype(np.int16)
 
 
@@ -321,7 +323,7 @@ def write_patient(folder: Path, params: PhantomParameters) -> dict[str, object]:
     return truth
 
 
-def write_cohort(out: Path, n_patients: int, seed: int, on_patient: object = None,
+def write_cohort(out: Path, n_patients: int, seed: int, on_patient: Callable[[str], None] | None = None,
                  prefix: str = "phantom") -> list[dict[str, object]]:
     """Write ``n_patients`` phantoms named ``<prefix>001``... into ``out``; returns their truth records."""
     rng = np.random.default_rng(seed)

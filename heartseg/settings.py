@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository (or installed source tree) root, where the shipped model lives.
@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         default=Path("../shared/data"),
         description="Folder holding the shared data sets (acdc/training, sunnybrook).",
     )
+
+    @model_validator(mode="after")
+    def _redelivery_after_time_limit(self) -> Settings:
+        """With Redis, a visibility timeout shorter than the hard time limit would re-deliver running studies."""
+        if self.broker_url and self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                f"HEARTSEG_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s:g}) must exceed HEARTSEG_TASK_TIME_LIMIT_S "
+                f"({self.task_time_limit_s:g}): otherwise Redis re-delivers a study that is still running")
+        return self
 
     @property
     def trusted_roots(self) -> list[Path]:

@@ -10,9 +10,12 @@ import gzip
 import hashlib
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from heartseg.errors import HeartSegError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 class StorageError(HeartSegError):
@@ -64,7 +67,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def s3_client(endpoint_url: str | None = None) -> object:
+def s3_client(endpoint_url: str | None = None) -> S3Client:
     """A boto3 S3 client (credentials from the standard AWS variables)."""
     import boto3
 
@@ -83,7 +86,7 @@ class S3Store:
         """Upload ``data`` (one PUT: an object appears whole or not at all)."""
         full = f"{self.prefix}/{key}" if self.prefix else key
         try:
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)  # type: ignore[attr-defined]
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
         except Exception as exc:  # botocore raises many types; name the object
             raise StorageError(f"s3://{self.bucket}/{full}: upload failed ({exc})") from exc
         return f"s3://{self.bucket}/{full}"
@@ -92,7 +95,7 @@ class S3Store:
         """Download an object by URI."""
         bucket, key = split_s3_uri(uri)
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:
             raise StorageError(f"{uri}: download failed ({exc})") from exc
 

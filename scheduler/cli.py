@@ -8,18 +8,47 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer._click import Context as ClickContext  # the click that Typer bundles, whose Context its groups take
+from typer.core import TyperGroup
 
-from heartseg.errors import HeartSegError, StudyError
+from heartseg.enums import Frames, StudyStatus
+from heartseg.errors import HeartSegError
 from heartseg.settings import Settings, get_settings
 
-app = typer.Typer(help="HeartSeg: bulk nnU-Net v2 segmentation of cardiac cine MRI cohorts.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep
+
+
+class HeartSegGroup(TyperGroup):
+    """The command group that turns HeartSeg's own errors into one red line and exit status 2.
+
+    Bad input and configuration (:class:`HeartSegError`, and ``HEARTSEG_*`` variables the settings
+    refuse) are the user's to fix, so they get the message, not a traceback; anything else is a bug
+    and keeps its traceback.
+    """
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        """Run the command; report HeartSeg's errors in one line."""
+        try:
+            return super().invoke(ctx)
+        except HeartSegError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+        except ValidationError as exc:
+            problems = "; ".join(f"HEARTSEG_{'_'.join(map(str, e['loc'])).upper() or '*'}: {e['msg']}"
+                                 for e in exc.errors())
+            err_console.print(f"[red]error:[/red] invalid settings: {problems}", highlight=False)
+            raise typer.Exit(2) from exc
+
+
+app = typer.Typer(cls=HeartSegGroup, help="HeartSeg: bulk nnU-Net v2 segmentation of cardiac cine MRI cohorts.",
+                  no_args_is_help=True)
 
 
 def _progress() -> Progress:
@@ -50,20 +79,16 @@ def evaluate(
 
     Exits with status 1 when any case could not be evaluated (listed at the end).
     """
-    from scheduler.evaluate import evaluate_folders, list_label_maps, summarize, write_csv
     from scheduler.reports import structure_table
+    from workers.evaluation import evaluate_folders, list_label_maps, summarize, write_csv
 
-    try:
-        n_cases = len(set(list_label_maps(pred)) | set(list_label_maps(ref)))
-        with _progress() as progress:
-            task = progress.add_task("evaluating", total=n_cases)
-            results = []
-            for result in evaluate_folders(pred, ref):
-                results.append(result)
-                progress.advance(task)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    n_cases = len(set(list_label_maps(pred)) | set(list_label_maps(ref)))
+    with _progress() as progress:
+        task = progress.add_task("evaluating", total=n_cases)
+        results = []
+        for result in evaluate_folders(pred, ref):
+            results.append(result)
+            progress.advance(task)
     if csv is not None:
         write_csv(results, csv)
     console.print(structure_table(summarize(results), f"{pred} vs {ref}"))
@@ -83,11 +108,7 @@ def reference_indices_command(
     from scheduler.reports import group_table
 
     root = source or get_settings().acdc_training_dir
-    try:
-        folders = acdc_patient_folders(root)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    folders = acdc_patient_folders(root)
     results = []
     with _progress() as progress:
         task = progress.add_task("reading references", total=len(folders))
@@ -109,11 +130,7 @@ def convert(
     """Convert a DICOM cine series to one 4D NIfTI, ordered by slice position and trigger time."""
     from heartseg.studies.dicom import load_dicom_cine, write_cine_nifti
 
-    try:
-        study = load_dicom_cine(dicom_dir)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    study = load_dicom_cine(dicom_dir)
     write_cine_nifti(study, out)
     spacing = ", ".join(f"{s:.4g}" for s in study.spacing)
     console.print(f"wrote {out}: {study.shape} x {len(study.frames)} phases, spacing ({spacing}) mm")
@@ -146,17 +163,13 @@ def predict(
 
     settings = get_settings()
     n_files = sum(1 for p in in_dir.glob("*") if p.is_file() and is_nifti(p)) if in_dir.is_dir() else 0
-    try:
-        from workers.inference.folder import predict_folder  # imports torch: only this command needs it
-        from workers.inference.predictor import Segmenter
+    from workers.inference.folder import predict_folder  # imports torch: only this command needs it
+    from workers.inference.predictor import Segmenter
 
-        segmenter = Segmenter.from_settings(settings, model_dir=model, use_mirroring=False if no_tta else None)
-        with _progress() as progress:
-            task = progress.add_task("segmenting", total=n_files)
-            results = predict_folder(segmenter, in_dir, out_dir, on_file=lambda _: progress.advance(task))
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    segmenter = Segmenter.from_settings(settings, model_dir=model, use_mirroring=False if no_tta else None)
+    with _progress() as progress:
+        task = progress.add_task("segmenting", total=n_files)
+        results = predict_folder(segmenter, in_dir, out_dir, on_file=lambda _: progress.advance(task))
     done = [r for r in results if r.output]
     console.print(f"segmented {len(done)} of {len(results)} images into {out_dir} (model {segmenter.fingerprint[:12]})")
     for result in results:
@@ -192,7 +205,7 @@ def demo(
     cohorts = demo_cohorts(settings, out, phantoms, seed)
     with local_workers(settings, out / "logs"):
         for cohort in cohorts:
-            _submit(settings, str(cohort.folder), None, cohort.run, "ed-es", True)
+            _submit(settings, str(cohort.folder), None, cohort.run, Frames.ED_ES, True)
             follow_run(settings, cohort.run, wait=True, poll_s=1.0, console=err_console)
     engine = open_record(settings.database_url)
     console.print(f"test-time mirroring {'on' if tta else 'off'}; record: {out / 'record.db'}")
@@ -225,11 +238,7 @@ def report(run: Annotated[str, typer.Argument(help="Run name.")]) -> None:
     from db.session import open_record
     from scheduler.reports import record_tables
 
-    try:
-        tables = record_tables(run_report(open_record(get_settings().database_url), run), run)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    tables = record_tables(run_report(open_record(get_settings().database_url), run), run)
     for table in tables:
         console.print(table)
 
@@ -244,11 +253,7 @@ def export(
     from db.queries import export_run
     from db.session import open_record
 
-    try:
-        n_metrics, n_indices = export_run(open_record(get_settings().database_url), run, metrics, indices)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    n_metrics, n_indices = export_run(open_record(get_settings().database_url), run, metrics, indices)
     console.print(f"wrote {n_metrics} metric rows and {n_indices} index rows")
 
 
@@ -259,7 +264,8 @@ def submit(
                                                 "dicomweb://HOST:PORT/dicom-web.")],
     model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
-    frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
+    frames: Annotated[Frames, typer.Option("--frames", help="The frames to segment: ED and ES, or the whole cine.")]
+        = Frames.ED_ES,
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
     study: Annotated[list[str] | None, typer.Option(
         "--study", help="DICOMweb: a StudyInstanceUID to segment (repeatable; default: every study with MR).")] = None,
@@ -268,46 +274,24 @@ def submit(
         = None,
 ) -> None:
     """Record a run of a cohort and enqueue its studies on the gpu queue."""
-    if frames not in ("ed-es", "all"):
-        err_console.print("[red]error:[/red] --frames must be ed-es or all")
-        raise typer.Exit(2)
     _submit(get_settings(), source, model, run, frames, force, studies=study or [], series=series)
 
 
-def _discover(settings: Settings, source: str, studies: list[str], series: str | None) -> list[str]:
-    """The study sources under a folder, an S3 prefix or a DICOMweb service."""
-    from heartseg.studies.dicomweb import discover_dicomweb, is_dicomweb
-    from scheduler.discovery import discover_local
-
-    if is_dicomweb(source):
-        return discover_dicomweb(source, studies, series_uid=series, auth=settings.dicomweb_auth)
-    if studies or series:
-        raise StudyError(source, "--study and --series apply to dicomweb:// sources only")
-    if source.startswith("s3://"):
-        from heartseg.studies.remote import discover_s3
-
-        return discover_s3(source, settings.s3_endpoint_url)
-    return discover_local(Path(source))
-
-
-def _submit(settings: Settings, source: str, model: Path | None, run: str | None, frames: str, force: bool,
+def _submit(settings: Settings, source: str, model: Path | None, run: str | None, frames: Frames, force: bool,
             studies: list[str] | None = None, series: str | None = None) -> str:
     """Discover, record and enqueue; returns the run name."""
     from db.session import open_record
+    from heartseg.sources import Selection, discover_studies
     from scheduler.enqueue import enqueue_segmentation
     from scheduler.submit import submit_sources
     from workers.celery_app import create_app
 
     model_dir = model or settings.model_dir
     name = run or f"{Path(source.rstrip('/')).name}-{frames}"
-    try:
-        sources = _discover(settings, source, studies or [], series)
-        engine = open_record(settings.database_url)
-        submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
-                                    model_dir=model_dir, frames=frames, force=force)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    sources = discover_studies(source, settings, Selection(tuple(studies or ()), series))
+    engine = open_record(settings.database_url)
+    submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
+                                model_dir=model_dir, frames=frames, force=force)
     with _progress() as progress:
         task = progress.add_task("enqueueing", total=len(submission.study_ids))
         enqueue_segmentation(create_app(settings), submission.study_ids, on_sent=functools.partial(
@@ -326,14 +310,9 @@ def status(
     """Progress of a run from the record; re-enqueues studies whose worker died. Exit 1 if any study failed."""
     from scheduler.progress import follow_run
 
-    settings = get_settings()
-    try:
-        counts = follow_run(settings, run, wait=wait, poll_s=poll_s, console=err_console)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    counts = follow_run(get_settings(), run, wait=wait, poll_s=poll_s, console=err_console)
     console.print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    if counts.get("failed"):
+    if counts.get(StudyStatus.FAILED):
         raise typer.Exit(1)
 
 
@@ -343,11 +322,8 @@ def retry(
     failed: Annotated[bool, typer.Option("--failed", help="Re-enqueue the run's failed studies.")] = False,
 ) -> None:
     """Re-enqueue a run's failed studies (after fixing their input)."""
-    from sqlalchemy import select
-
     from db.lifecycle import requeue_failed
     from db.queries import require_run
-    from db.schema import Run
     from db.session import open_record, session_scope
     from scheduler.enqueue import enqueue_segmentation
     from workers.celery_app import create_app
@@ -357,13 +333,9 @@ def retry(
         raise typer.Exit(2)
     settings = get_settings()
     engine = open_record(settings.database_url)
-    try:
-        require_run(engine, run)
-    except HeartSegError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    run_id = require_run(engine, run)
     with session_scope(engine) as session:
-        ids = requeue_failed(session, session.execute(select(Run.id).where(Run.name == run)).scalar_one())
+        ids = requeue_failed(session, run_id)
     enqueue_segmentation(create_app(settings), ids)
     console.print(f"run {run}: {len(ids)} failed studies enqueued again")
 
@@ -373,7 +345,8 @@ def run_command(
     source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix of studies.")],
     model: Annotated[Path | None, typer.Option("--model", help="nnU-Net model folder (default: shipped).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: derived from the source).")] = None,
-    frames: Annotated[str, typer.Option("--frames", help="ed-es or all.")] = "ed-es",
+    frames: Annotated[Frames, typer.Option("--frames", help="The frames to segment: ED and ES, or the whole cine.")]
+        = Frames.ED_ES,
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
     devices: Annotated[str, typer.Option("--devices", help="Segmentation workers: CUDA devices or 'cpu'.")] = "cpu",
 ) -> None:
@@ -390,7 +363,7 @@ def run_command(
         counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console)
     for table in record_tables(run_report(open_record(settings.database_url), name), name):
         console.print(table)
-    if counts.get("failed"):
+    if counts.get(StudyStatus.FAILED):
         raise typer.Exit(1)
 
 
@@ -430,11 +403,7 @@ def flower(
 
     from scheduler.worker_launcher import check_flower_auth, flower_command
 
-    try:
-        check_flower_auth(address, os.environ.get("FLOWER_BASIC_AUTH"))
-    except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    check_flower_auth(address, os.environ.get("FLOWER_BASIC_AUTH"))
     argv = flower_command(address, port)
     os.execv(argv[0], argv)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from db.queries import fetch
+from db.queries import lv_ef_pairs
 from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 
@@ -60,14 +60,9 @@ def demo_settings(settings: Settings, out: Path, use_mirroring: bool) -> Setting
 
 def phantom_ef_rows(engine: Engine, run: str) -> list[dict[str, object]]:
     """LV EF of each phantom from predicted masks, reference masks and the analytic truth."""
-    rows = fetch(engine, """
-        SELECT s.patient_id AS patient, s.source_uri, p.lv_ef_pct AS pred_ef, f.lv_ef_pct AS ref_ef
-        FROM studies s JOIN runs r ON r.id = s.run_id
-        JOIN cardiac_indices p ON p.study_id = s.id AND p.source = 'pred'
-        JOIN cardiac_indices f ON f.study_id = s.id AND f.source = 'ref'
-        WHERE r.name = :run ORDER BY s.patient_id""", run=run)
+    rows = lv_ef_pairs(engine, run)
     for row in rows:
         truth = json.loads((Path(str(row.pop("source_uri"))) / "Truth.json").read_text())
         row["truth_ef"] = truth["lv_ef_pct"]
-        row["pred_minus_truth"] = float(row["pred_ef"]) - truth["lv_ef_pct"]  # type: ignore[arg-type]
+        row["pred_minus_truth"] = float(row["pred_ef"]) - truth["lv_ef_pct"]
     return rows

@@ -48,7 +48,7 @@ def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callabl
     """
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 message, got {chunk}")
-    options = app.amqp.router.route({"queue": GPU_QUEUE}, SEGMENT_TASK, None, None, None)
+    options = app.amqp.router.route({"queue": GPU_QUEUE}, SEGMENT_TASK, (), None, None)
     with app.producer_or_acquire() as producer:
         maybe_declare(options["queue"], producer.channel, retry=True)  # once, not per message
         for start in range(0, len(study_ids), chunk):

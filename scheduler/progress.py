@@ -6,34 +6,24 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sqlalchemy import func, select
 
 from db.lifecycle import requeue_expired
 from db.queries import require_run
-from db.schema import Run, Study
+from db.reads import status_counts
 from db.session import open_record, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.settings import Settings
 from scheduler.enqueue import enqueue_segmentation
 from workers.celery_app import create_app
 
-FINISHED = ("done", "failed")
-
-
-def status_counts(engine: object, run: str) -> dict[str, int]:
-    """Studies of ``run`` per status."""
-    with session_scope(engine) as session:  # type: ignore[arg-type]
-        rows = session.execute(select(Study.status, func.count()).join(Run, Run.id == Study.run_id)
-                               .where(Run.name == run).group_by(Study.status)).all()
-    return {str(getattr(status, "value", status)): n for status, n in rows}
+FINISHED = (StudyStatus.DONE, StudyStatus.FAILED)
 
 
 def follow_run(settings: Settings, run: str, *, wait: bool, poll_s: float, console: Console) -> dict[str, int]:
     """Show the run's progress (once, or until it finishes with ``wait``); returns the final counts."""
     engine = open_record(settings.database_url)
-    require_run(engine, run)
+    run_id = require_run(engine, run)
     celery = create_app(settings)
-    with session_scope(engine) as session:
-        run_id = session.execute(select(Run.id).where(Run.name == run)).scalar_one()
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn())
     started, first_done = time.monotonic(), None
@@ -43,7 +33,8 @@ def follow_run(settings: Settings, run: str, *, wait: bool, poll_s: float, conso
             with session_scope(engine) as session:
                 expired = requeue_expired(session, run_id)
             enqueue_segmentation(celery, expired)
-            counts = status_counts(engine, run)
+            with session_scope(engine) as session:
+                counts = status_counts(session, run)
             total = sum(counts.values())
             finished = sum(counts.get(s, 0) for s in FINISHED)
             first_done = first_done if first_done is not None else (finished, time.monotonic())

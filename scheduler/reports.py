@@ -6,8 +6,8 @@ import math
 
 from rich.table import Table
 
-from scheduler.evaluate import StructureSummary
 from scheduler.reference_indices import GroupSummary
+from workers.evaluation import StructureSummary
 
 
 def _num(value: float, digits: int = 3) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
+from heartseg.enums import Frames
 from heartseg.models import available_folds, model_fingerprint
 from heartseg.privacy import pseudonym
 from heartseg.settings import Settings
@@ -46,7 +47,7 @@ def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple
 
 
 def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri: str, sources: Sequence[str],
-                   model_dir: Path, frames: str = "ed-es", force: bool = False) -> Submission:
+                   model_dir: Path, frames: Frames = Frames.ED_ES, force: bool = False) -> Submission:
     """Record run ``name`` and its studies as queued, skipping those this model has already done."""
     model_id, fingerprint = register_model(engine, settings, model_dir)
     with session_scope(engine) as session:

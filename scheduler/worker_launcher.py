@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from heartseg.errors import ConfigurationError
 from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir
 
 
@@ -78,17 +79,18 @@ def flower_command(address: str, port: int) -> list[str]:
 
 
 def check_flower_auth(address: str, basic_auth: str | None) -> None:
-    """Refuse to serve Flower off the loopback interface without ``FLOWER_BASIC_AUTH`` (``user:password[,...]``)."""
+    """Refuse (:class:`ConfigurationError`) to serve Flower off the loopback interface without ``FLOWER_BASIC_AUTH``
+    (``user:password[,...]``)."""
     if basic_auth:
         for pair in basic_auth.split(","):
             user, _, password = pair.partition(":")
             if not user or not password:
-                raise ValueError("FLOWER_BASIC_AUTH must be user:password (comma-separated for several users)")
+                raise ConfigurationError("FLOWER_BASIC_AUTH must be user:password (comma-separated for several users)")
         return
     try:
         loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"Flower on {address or 'every interface'} needs FLOWER_BASIC_AUTH=user:password; "
+        raise ConfigurationError(f"Flower on {address or 'every interface'} needs FLOWER_BASIC_AUTH=user:password; "
                          "without it, Flower only listens on 127.0.0.1")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from db.schema import IndexSource
 from db.session import session_scope
 from db.writes import add_studies, ensure_model, ensure_run, record_indices, record_mask, record_metrics
-from heartseg.labels import Phase
+from heartseg.enums import Frames, IndexSource, PhaseSource
+from heartseg.labels import Phase, Structure
 
 FINGERPRINT = "a" * 64
 
@@ -24,7 +24,7 @@ def new_run(engine: Engine, name: str, fingerprint: str = FINGERPRINT, sources: 
     with session_scope(engine) as session:
         model_id = ensure_model(session, fingerprint=fingerprint, path="/models/x", configuration="2d", folds="0",
                                 checkpoint_name="checkpoint_final.pth", use_mirroring=False, tile_step_size=0.5)
-        run_id = ensure_run(session, name=name, source_uri="/data", model_id=model_id, frames="ed-es")
+        run_id = ensure_run(session, name=name, source_uri="/data", model_id=model_id, frames=Frames.ED_ES)
         add_studies(session, run_id, [{"source_uri": s, "patient_id": s, "pathology_group": g}
                                       for s, g in zip(sources, groups, strict=True)])
         ids = dict(session.execute(select(Study.source_uri, Study.id).where(Study.run_id == run_id)).all())
@@ -39,7 +39,7 @@ def metric_values(dice: float, hd95: float = 3.0, tp: int = 90, fp: int = 5, fn:
 def index_values(lv_edv: float, lv_esv: float, rv_edv: float = 150.0, rv_esv: float = 70.0,
                  mass: float = 110.0) -> dict[str, object]:
     return {
-        "ed_frame": 1, "es_frame": 10, "phase_source": "stated",
+        "ed_frame": 1, "es_frame": 10, "phase_source": PhaseSource.STATED,
         "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
         "lv_ef_pct": (lv_edv - lv_esv) / lv_edv * 100,
         "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": rv_edv - rv_esv,
@@ -47,9 +47,9 @@ def index_values(lv_edv: float, lv_esv: float, rv_edv: float = 150.0, rv_esv: fl
     }
 
 
-def write_results(engine: Engine, study_id: int, model_id: int, dice: dict[str, float] | None = None) -> None:
+def write_results(engine: Engine, study_id: int, model_id: int, dice: dict[Structure, float] | None = None) -> None:
     """Mask, metrics and indices of frames 1 (ED) and 10 (ES) for one study."""
-    dice = dice or {"RV": 0.8, "MYO": 0.85, "LV": 0.9}
+    dice = dice or {Structure.RV: 0.8, Structure.MYO: 0.85, Structure.LV: 0.9}
     with session_scope(engine) as session:
         for frame, phase in ((1, Phase.ED), (10, Phase.ES)):
             record_mask(session, study_id=study_id, model_id=model_id, frame=frame, phase=phase,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +15,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scheduler.evaluate import CSV_COLUMNS
 from tests.test_metrics_against_references import perturb
+from workers.evaluation import CSV_COLUMNS
 from workers.metrics import compare_label_maps
 
 HEARTSEG = [sys.executable, "-m", "scheduler.cli"]
@@ -25,7 +27,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_imports_neither_torch_nor_nnunet() -> None:
-    code = "import sys, scheduler.cli, scheduler.evaluate, scheduler.reference_indices; " \
+    code = "import sys, scheduler.cli, workers.evaluation, heartseg.sources, scheduler.reference_indices; " \
            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nnunetv2', 'celery')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -75,6 +77,23 @@ def test_evaluate_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = run("evaluate", str(tmp_path / "nope"), str(tmp_path))
     assert result.returncode == 2
     assert "nope: folder not found" in result.stderr
+
+
+def test_a_frames_value_outside_the_set_is_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    result = subprocess.run([*HEARTSEG, "submit", str(tmp_path), "--frames", "es"], capture_output=True, text=True,
+                            timeout=300, check=False, cwd=tmp_path)
+    assert result.returncode == 2
+    message = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stderr).split())  # without Rich's box
+    assert "Invalid value for '--frames'" in message and "'es' is not one of 'ed-es', 'all'." in message
+    assert list(tmp_path.iterdir()) == []  # no record, no broker folder
+
+
+def test_heartseg_errors_are_one_line_with_status_2(tmp_path: Path) -> None:
+    result = subprocess.run([*HEARTSEG, "report", "no-such-run"], capture_output=True, text=True, timeout=300,
+                            check=False, cwd=tmp_path, env={**os.environ, "HEARTSEG_DATABASE_URL":
+                                                            f"sqlite:///{tmp_path / 'record.db'}"})
+    assert result.returncode == 2
+    assert result.stderr == "error: no run named 'no-such-run' in the record; runs: none\n"
 
 
 @pytest.mark.acdc

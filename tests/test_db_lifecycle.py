@@ -7,8 +7,9 @@ import time
 from sqlalchemy import select
 
 from db.lifecycle import claim_study, mark_failed, renew_lease, requeue_expired, requeue_failed
-from db.schema import Study, StudyStatus
+from db.schema import Study
 from db.session import open_record, session_scope
+from heartseg.enums import StudyStatus
 from tests.record_fixtures import new_run
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, select, text
 
 from db.migrate import check, downgrade, upgrade
-from db.session import make_engine
+from db.schema import CardiacIndex, Run, Study
+from db.session import make_engine, session_scope
+from heartseg.enums import Frames, PhaseSource
 
 TABLES = {"models", "runs", "studies", "masks", "metrics", "cardiac_indices"}
 VIEWS = {"cohort_metric_stats", "run_index_agreement", "run_status_counts", "run_failures", "run_dice_comparison"}
@@ -24,6 +26,54 @@ def test_upgrade_downgrade_upgrade(record_url: str) -> None:
         assert set(inspector.get_table_names()) <= {"alembic_version"}
         assert inspector.get_view_names() == []
         upgrade(engine)
+        assert set(inspect(engine).get_view_names()) == VIEWS
+    finally:
+        engine.dispose()
+
+
+ROWS_AT_0003 = (
+    "INSERT INTO models (id, fingerprint, path, folds, checkpoint_name, use_mirroring, tile_step_size)"
+    " VALUES (1, 'f', '/m', '0', 'checkpoint_final.pth', false, 0.5)",
+    "INSERT INTO runs (id, name, source_uri, model_id, frames) VALUES (1, 'run-a', '/d', 1, 'all')",
+    "INSERT INTO studies (id, run_id, source_uri, patient_id, status, attempts, phase_source)"
+    " VALUES (1, 1, '/d/p1', 'p1', 'done', 0, 'lv_volume')",
+    "INSERT INTO masks (study_id, model_id, frame, phase, uri, sha256, shape, spacing_x_mm, spacing_y_mm,"
+    " spacing_z_mm) VALUES (1, 1, 1, 'ED', '/m/1.nii.gz', 'x', '2,2,1', 1, 1, 1)",
+    "INSERT INTO metrics (study_id, model_id, frame, phase, structure, dice, iou, tp, fp, fn, vol_pred_ml,"
+    " vol_ref_ml) VALUES (1, 1, 1, 'ED', 'LV', 0.5, 0.33, 1, 1, 1, 1, 1)",
+    "INSERT INTO cardiac_indices (study_id, model_id, source, ed_frame, es_frame, phase_source, lv_edv_ml,"
+    " lv_esv_ml, lv_sv_ml, rv_edv_ml, rv_esv_ml, rv_sv_ml, myo_mass_g) VALUES (1, 1, 'pred', 1, 2, 'stated',"
+    " 1, 1, 0, 1, 1, 0, 1)",
+)
+
+
+def _row_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in sorted(TABLES)}
+
+
+def test_recorded_rows_survive_the_enum_columns_migration(record_url: str) -> None:
+    """0004 alters tables that others reference (SQLite recreates them): no row is lost either way."""
+    engine = make_engine(record_url)
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as connection:
+            for insert in ROWS_AT_0003:
+                connection.execute(text(insert))
+        every_table_one_row = dict.fromkeys(sorted(TABLES), 1)
+        assert _row_counts(engine) == every_table_one_row
+        upgrade(engine)
+        assert _row_counts(engine) == every_table_one_row
+        assert set(inspect(engine).get_view_names()) == VIEWS
+        with session_scope(engine) as session:
+            assert session.execute(select(Run.frames)).scalar_one() is Frames.ALL
+            assert session.execute(select(Study.phase_source)).scalar_one() is PhaseSource.LV_VOLUME
+            assert session.execute(select(CardiacIndex.phase_source)).scalar_one() is PhaseSource.STATED
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT run, status, n_studies FROM run_status_counts")).all() \
+                == [("run-a", "done", 1)]
+        downgrade(engine, "0003")
+        assert _row_counts(engine) == every_table_one_row
         assert set(inspect(engine).get_view_names()) == VIEWS
     finally:
         engine.dispose()

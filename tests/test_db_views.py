@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from db.migrate import upgrade
-from db.schema import IndexSource, Study, StudyStatus
+from db.schema import Study
 from db.session import make_engine, session_scope
 from db.writes import record_indices, record_metrics
-from heartseg.labels import Phase
+from heartseg.enums import IndexSource, StudyStatus
+from heartseg.labels import STRUCTURES, Phase, Structure
 from tests.record_fixtures import index_values, metric_values, new_run
 
 GROUPS = ["NOR", "NOR", "NOR", "DCM", "DCM", "DCM", "DCM"]
@@ -28,9 +29,9 @@ def record(record_url: str):
     for run, fingerprint in (("run-a", "a" * 64), ("run-b", "b" * 64)):
         model_id, studies = new_run(engine, run, fingerprint=fingerprint, sources=SOURCES, groups=GROUPS)
         dice = {(s, f, st): float(rng.uniform(0.6, 0.98)) for s in SOURCES for f in (1, 10)
-                for st in ("RV", "MYO", "LV")}
+                for st in STRUCTURES}
         hd95 = {key: float(rng.uniform(1, 15)) for key in dice}
-        hd95[(SOURCES[0], 1, "RV")] = math.inf  # stored as NULL, left out of the statistics
+        hd95[(SOURCES[0], 1, Structure.RV)] = math.inf  # stored as NULL, left out of the statistics
         edv = {s: (float(rng.uniform(90, 250)), float(rng.uniform(90, 250))) for s in SOURCES}
         esv = {s: (float(rng.uniform(30, 80)), float(rng.uniform(30, 80))) for s in SOURCES}
         with session_scope(engine) as session:
@@ -38,7 +39,7 @@ def record(record_url: str):
                 for f, phase in ((1, Phase.ED), (10, Phase.ES)):
                     record_metrics(session, study_id=studies[s], model_id=model_id, frame=f, phase=phase,
                                    metrics={st: metric_values(dice[(s, f, st)], hd95[(s, f, st)])
-                                            for st in ("RV", "MYO", "LV")})
+                                            for st in STRUCTURES})
                 record_indices(session, study_id=studies[s], model_id=model_id, source=IndexSource.PRED,
                                indices=index_values(edv[s][0], esv[s][0]))
                 record_indices(session, study_id=studies[s], model_id=model_id, source=IndexSource.REF,
@@ -46,7 +47,7 @@ def record(record_url: str):
             statuses = [StudyStatus.DONE] * 5 + [StudyStatus.FAILED] * 2
             errors = [None] * 5 + ["x.nii.gz: file not found", "x.nii.gz: file not found"]
             for s, status, error in zip(SOURCES, statuses, errors, strict=True):
-                session.execute(Study.__table__.update().where(Study.id == studies[s])
+                session.execute(update(Study).where(Study.id == studies[s])
                                 .values(status=status, error=error))
         known[run] = {"dice": dice, "hd95": hd95, "edv": edv, "esv": esv}
     yield engine, known

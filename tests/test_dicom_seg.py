@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from db.schema import Mask, Study, StudyStatus
+from db.schema import Mask, Study
 from db.session import open_record, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore, sha256_hex
@@ -23,6 +24,7 @@ from tests.test_dicom import copy_series, series_dir  # noqa: F401 - the fixture
 from tests.test_models import fake_model
 from workers.dicom_seg import build_seg, encode_seg, read_sources, referenced_instances, seg_labels
 from workers.pipeline import ModelInfo, segment_stage
+from workers.stage_context import StageContext
 
 FINGERPRINT = "6deea776f5efab5f" * 4
 
@@ -94,9 +96,9 @@ def test_segment_stage_writes_a_seg_beside_each_mask(sqlite_url: str, series_dir
     settings = Settings(trusted_model_roots=[tmp_path / "models"])
     submission = submit_sources(engine, settings, name="dicom", source_uri=str(folder), sources=[str(folder)],
                                 model_dir=model_dir)
-    store = LocalStore(tmp_path / "results")
-    assert segment_stage(engine, submission.study_ids[0], ModelInfo(submission.fingerprint, threshold_segmenter),
-                         store, worker="test", lease_s=60)
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
+    assert segment_stage(ctx, submission.study_ids[0], ModelInfo(submission.fingerprint, threshold_segmenter),
+                         worker="test")
 
     study = load_dicom_cine(folder)
     with session_scope(engine) as session:

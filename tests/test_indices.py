@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heartseg.enums import PhaseSource
 from scheduler.reference_indices import acdc_patient_folders, reference_indices
-from workers.indices import PhaseSource, bsa_mosteller, cardiac_indices, ejection_fraction, find_ed_es
+from workers.indices import bsa_mosteller, cardiac_indices, ejection_fraction, find_ed_es
 
 SPACING = (2.0, 2.0, 5.0)  # 20 ul voxels: 50 voxels = 1 ml
 

@@ -15,12 +15,14 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from db.schema import Mask, Study, StudyStatus
+from db.schema import Mask, Study
 from db.session import make_engine, session_scope
+from heartseg.enums import PhaseSource, StudyStatus
 from heartseg.errors import StudyError
+from heartseg.settings import Settings
+from heartseg.sources import source_for
+from heartseg.sources.dicomweb import PacsError, discover_dicomweb, fetch_series, make_client, parse_source
 from heartseg.studies.dicom import load_dicom_cine
-from heartseg.studies.dicomweb import PacsError, discover_dicomweb, fetch_series, make_client, parse_source
-from heartseg.studies.remote import release_source
 from tests.orthanc_server import Orthanc, orthanc_server
 from tests.test_dicom import copy_series, series_dir  # noqa: F401 - the fixture
 from tests.test_pipeline_e2e import environment, heartseg, running_workers  # noqa: F401 - the fixture
@@ -57,9 +59,10 @@ def test_dicomweb_uris_and_errors(pacs: Orthanc, named_series: Path, tmp_path: P
     assert parse_source(f"{root}/studies/{study_uid}/series/{series_uid}").base_url == pacs.dicomweb_url
     assert discover_dicomweb(root) == [f"{root}/studies/{study_uid}/series/{series_uid}"]  # every MR study
     assert discover_dicomweb(root, [study_uid]) == [f"{root}/studies/{study_uid}/series/{series_uid}"]
-    folder = fetch_series(f"{root}/studies/{study_uid}/series/{series_uid}", tmp_path / "cache")
-    assert len(list(folder.iterdir())) == 24
-    release_source(f"{root}/studies/{study_uid}/series/{series_uid}", tmp_path / "cache")
+    source = source_for(root, Settings(cache_dir=tmp_path / "cache"))
+    folder = Path(source.fetch(f"{root}/studies/{study_uid}/series/{series_uid}"))
+    assert folder.is_relative_to(tmp_path / "cache") and len(list(folder.iterdir())) == 24
+    source.release(f"{root}/studies/{study_uid}/series/{series_uid}")
     assert not folder.exists()
     with pytest.raises(StudyError, match="HTTP 404"):
         fetch_series(f"{root}/studies/{study_uid}/series/1.2.3.4", tmp_path / "cache")
@@ -92,7 +95,7 @@ def test_pacs_cohort_round_trip(pacs: Orthanc, named_series: Path, environment: 
         study = session.execute(select(Study)).scalar_one()
         assert study.status == StudyStatus.DONE
         assert study.source_uri.endswith(f"/studies/{study_uid}/series/{series_uid}")
-        assert study.phase_source == "lv_volume" and study.ed_frame != study.es_frame
+        assert study.phase_source is PhaseSource.LV_VOLUME and study.ed_frame != study.es_frame
         masks = {m.frame: m for m in session.execute(select(Mask)).scalars()}
     engine.dispose()
     assert sorted(masks) == list(range(1, 21))

@@ -18,8 +18,9 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from db.schema import CardiacIndex, Mask, Metric, Study, StudyStatus
+from db.schema import CardiacIndex, Mask, Metric, Study
 from db.session import make_engine, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.phantom import write_cohort
 
 VALIDATION = ["patient019", "patient039", "patient059", "patient079"]

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db.schema import CardiacIndex, Mask, Metric, Study, StudyStatus
+from db.schema import CardiacIndex, Mask, Metric, Study
 from db.session import open_record, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
@@ -24,6 +25,7 @@ from heartseg.studies import open_study
 from scheduler.submit import submit_sources
 from tests.test_models import fake_model
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.stage_context import StageContext
 
 
 class Oracle:
@@ -59,13 +61,13 @@ def test_stages_record_masks_metrics_and_indices(record_url: str, cohort: list[P
     submission = submit_sources(engine, settings, name="run-1", source_uri=str(tmp_path / "cohort"),
                                 sources=[str(f) for f in cohort], model_dir=model_dir)
     assert len(submission.study_ids) == 3
-    store = LocalStore(tmp_path / "results")
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
     model = ModelInfo(submission.fingerprint, Oracle(cohort[:2]))
     for study_id in submission.study_ids:
-        if segment_stage(engine, study_id, model, store, worker="test", lease_s=60):
-            evaluate_stage(engine, study_id, store)
+        if segment_stage(ctx, study_id, model, worker="test"):
+            evaluate_stage(ctx, study_id)
         # a second delivery of the same message changes nothing
-        assert not segment_stage(engine, study_id, model, store, worker="test", lease_s=60)
+        assert not segment_stage(ctx, study_id, model, worker="test")
 
     with session_scope(engine) as session:
         studies = {s.patient_id: s for s in session.execute(select(Study)).scalars()}
@@ -96,11 +98,11 @@ def test_resubmitting_skips_done_studies_unless_forced(sqlite_url: str, cohort: 
     settings = Settings(trusted_model_roots=[tmp_path / "models"])
     sources = [str(f) for f in cohort[:2]]
     first = submit_sources(engine, settings, name="run-1", source_uri="x", sources=sources, model_dir=model_dir)
-    store = LocalStore(tmp_path / "results")
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
     model = ModelInfo(first.fingerprint, Oracle(cohort[:2]))
     for study_id in first.study_ids:
-        assert segment_stage(engine, study_id, model, store, worker="test", lease_s=60)
-        evaluate_stage(engine, study_id, store)
+        assert segment_stage(ctx, study_id, model, worker="test")
+        evaluate_stage(ctx, study_id)
     again = submit_sources(engine, settings, name="run-2", source_uri="x", sources=sources, model_dir=model_dir)
     assert again.study_ids == [] and again.skipped == sorted(sources)
     forced = submit_sources(engine, settings, name="run-3", source_uri="x", sources=sources, model_dir=model_dir,
@@ -109,32 +111,24 @@ def test_resubmitting_skips_done_studies_unless_forced(sqlite_url: str, cohort: 
     engine.dispose()
 
 
-def test_pseudonymized_record_keeps_no_identifier(sqlite_url: str, cohort: list[Path], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pseudonymized_record_keeps_no_identifier(sqlite_url: str, cohort: list[Path], tmp_path: Path) -> None:
     from heartseg.privacy import pseudonym
-    from heartseg.settings import get_settings
 
-    monkeypatch.setenv("HEARTSEG_PSEUDONYMIZE_KEY", "secret")
-    get_settings.cache_clear()
-    try:
-        engine = open_record(sqlite_url)
-        model_dir = fake_model(tmp_path / "models")
-        settings = Settings(trusted_model_roots=[tmp_path / "models"])
-        sources = [str(f) for f in cohort[:2]]
-        submission = submit_sources(engine, settings, name="anon", source_uri="x", sources=sources,
-                                    model_dir=model_dir)
-        store = LocalStore(tmp_path / "results")
-        model = ModelInfo(submission.fingerprint, Oracle(cohort[:2]))
-        for study_id in submission.study_ids:
-            assert segment_stage(engine, study_id, model, store, worker="t", lease_s=60)
-        with session_scope(engine) as session:
-            names = sorted(session.execute(select(Study.patient_id)).scalars())
-        assert names == sorted(pseudonym(f"phantom00{i}", "secret") for i in (1, 2))
-        assert all(n.startswith("anon-") and "phantom" not in n for n in names)
-        assert pseudonym("phantom001", "secret") != pseudonym("phantom001", "other")
-        engine.dispose()
-    finally:
-        get_settings.cache_clear()
+    engine = open_record(sqlite_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"], pseudonymize_key="secret")
+    sources = [str(f) for f in cohort[:2]]
+    submission = submit_sources(engine, settings, name="anon", source_uri="x", sources=sources, model_dir=model_dir)
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
+    model = ModelInfo(submission.fingerprint, Oracle(cohort[:2]))
+    for study_id in submission.study_ids:
+        assert segment_stage(ctx, study_id, model, worker="t")
+    with session_scope(engine) as session:
+        names = sorted(session.execute(select(Study.patient_id)).scalars())
+    assert names == sorted(pseudonym(f"phantom00{i}", "secret") for i in (1, 2))
+    assert all(n.startswith("anon-") and "phantom" not in n for n in names)
+    assert pseudonym("phantom001", "secret") != pseudonym("phantom001", "other")
+    engine.dispose()
 
 
 def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str, cohort: list[Path],
@@ -151,22 +145,23 @@ def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str
                                 model_dir=model_dir)
     (study_id,) = submission.study_ids
     store = LocalStore(tmp_path / "results")
+    dying = StageContext(engine, store, settings.model_copy(update={"lease_s": 0.5}))
+    ctx = StageContext(engine, store, settings)
     model = ModelInfo(submission.fingerprint, Oracle(cohort[:1]))
 
     def die() -> None:
         raise SystemExit("worker killed")
 
     with pytest.raises(SystemExit):
-        segment_stage(engine, study_id, model, store, worker="w1", lease_s=0.5, enqueue_evaluation=die)
+        segment_stage(dying, study_id, model, worker="w1", enqueue_evaluation=die)
     with session_scope(engine) as session:
         assert session.execute(select(Study.status)).scalar_one() == StudyStatus.RUNNING  # not stuck as segmented
     time.sleep(0.6)
     with session_scope(engine) as session:
         assert requeue_expired(session) == [study_id]
     evaluated = []
-    assert segment_stage(engine, study_id, model, store, worker="w2", lease_s=60,
-                         enqueue_evaluation=lambda: evaluated.append(study_id))
-    evaluate_stage(engine, evaluated[0], store)
+    assert segment_stage(ctx, study_id, model, worker="w2", enqueue_evaluation=lambda: evaluated.append(study_id))
+    evaluate_stage(ctx, evaluated[0])
     with session_scope(engine) as session:
         study = session.execute(select(Study)).scalar_one()
         assert (study.status, study.attempts) == (StudyStatus.DONE, 2)

@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from db.schema import Mask, Metric, Study, StudyStatus
+from db.schema import Mask, Metric, Study
 from db.session import open_record, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
 from heartseg.phantom import write_cohort
 from heartseg.settings import Settings, get_settings
+from heartseg.sources.s3 import discover_s3, fetch
 from heartseg.storage import S3Store, StorageError
-from heartseg.studies.remote import discover_s3, fetch
 from scheduler.submit import submit_sources
 from tests.conftest import upload_folder
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.stage_context import StageContext
 
 
 @pytest.fixture
@@ -63,49 +65,43 @@ def test_store_round_trip_and_missing_key(bucket: str, s3_endpoint: str) -> None
         store.get(f"s3://{bucket}-results/masks-root/a/none.bin")
 
 
-def test_stages_read_from_and_write_to_s3(bucket: str, s3_endpoint: str, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEARTSEG_S3_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("HEARTSEG_CACHE_DIR", str(tmp_path / "cache"))
-    get_settings.cache_clear()
-    try:
-        engine = open_record(f"sqlite:///{tmp_path / 'record.db'}")
-        model_dir = fake_model(tmp_path / "models")
-        settings = Settings(trusted_model_roots=[tmp_path / "models"])
-        sources = discover_s3(f"s3://{bucket}/studies/acdc", s3_endpoint)
-        submission = submit_sources(engine, settings, name="s3-run", source_uri=f"s3://{bucket}/studies/acdc",
-                                    sources=sources, model_dir=model_dir)
-        store = S3Store(f"s3://{bucket}-results/out", s3_endpoint)
-        oracle = Oracle(sorted((tmp_path / "local").iterdir()))
-        for study_id in submission.study_ids:
-            if segment_stage(engine, study_id, ModelInfo(submission.fingerprint, oracle), store, worker="t",
-                             lease_s=60):
-                evaluate_stage(engine, study_id, store)
-        with session_scope(engine) as session:
-            status = dict(session.execute(select(Study.patient_id, Study.status)).all())
-            assert status == {"phantom001": StudyStatus.DONE, "phantom002": StudyStatus.DONE,
-                              "phantom009": StudyStatus.FAILED, "loose.nii.gz": StudyStatus.FAILED}
-            errors = dict(session.execute(select(Study.patient_id, Study.error)).all())
-            assert "phantom009_frame01.nii.gz: file not found" in errors["phantom009"]
-            assert "loose.nii.gz" in errors["loose.nii.gz"]
-            masks = session.execute(select(Mask.uri)).scalars().all()
-            assert len(masks) == 4 and all(u.startswith(f"s3://{bucket}-results/out/masks/") for u in masks)
-            assert all(d == pytest.approx(1.0) for d in session.execute(select(Metric.dice)).scalars())
-        # the mask in S3 is a NIfTI in the source geometry
-        data = store.get(masks[0])
-        path = tmp_path / "mask.nii.gz"
-        path.write_bytes(data)
-        mask = nib.load(path)
-        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
-        # both stages deleted their downloaded copies: a cohort does not fill the worker's disk
-        assert (tmp_path / "cache").is_dir() and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-        engine.dispose()
-    finally:
-        get_settings.cache_clear()
+def test_stages_read_from_and_write_to_s3(bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
+    engine = open_record(f"sqlite:///{tmp_path / 'record.db'}")
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"], s3_endpoint_url=s3_endpoint,
+                        cache_dir=tmp_path / "cache")
+    sources = discover_s3(f"s3://{bucket}/studies/acdc", s3_endpoint)
+    submission = submit_sources(engine, settings, name="s3-run", source_uri=f"s3://{bucket}/studies/acdc",
+                                sources=sources, model_dir=model_dir)
+    ctx = StageContext(engine, S3Store(f"s3://{bucket}-results/out", s3_endpoint), settings)
+    oracle = Oracle(sorted((tmp_path / "local").iterdir()))
+    for study_id in submission.study_ids:
+        if segment_stage(ctx, study_id, ModelInfo(submission.fingerprint, oracle), worker="t"):
+            evaluate_stage(ctx, study_id)
+    with session_scope(engine) as session:
+        status = dict(session.execute(select(Study.patient_id, Study.status)).all())
+        assert status == {"phantom001": StudyStatus.DONE, "phantom002": StudyStatus.DONE,
+                          "phantom009": StudyStatus.FAILED, "loose.nii.gz": StudyStatus.FAILED}
+        errors = dict(session.execute(select(Study.patient_id, Study.error)).all())
+        assert "phantom009_frame01.nii.gz: file not found" in errors["phantom009"]
+        assert "loose.nii.gz" in errors["loose.nii.gz"]
+        masks = session.execute(select(Mask.uri)).scalars().all()
+        assert len(masks) == 4 and all(u.startswith(f"s3://{bucket}-results/out/masks/") for u in masks)
+        assert all(d == pytest.approx(1.0) for d in session.execute(select(Metric.dice)).scalars())
+    # the mask in S3 is a NIfTI in the source geometry
+    data = ctx.store.get(masks[0])
+    path = tmp_path / "mask.nii.gz"
+    path.write_bytes(data)
+    mask = nib.load(path)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
+    # both stages deleted their downloaded copies: a cohort does not fill the worker's disk
+    assert (tmp_path / "cache").is_dir() and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    engine.dispose()
 
 
 def test_dicom_series_in_s3_is_discovered_and_loaded(bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
-    from heartseg.studies.remote import load_source
+    from heartseg.sources import load_study
+    from heartseg.sources.s3 import S3Source
     from tests.conftest import require_shared
 
     series = require_shared(get_settings().shared_data / "sunnybrook" / "SCD0000101", "Sunnybrook series")
@@ -113,6 +109,6 @@ def test_dicom_series_in_s3_is_discovered_and_loaded(bucket: str, s3_endpoint: s
     upload_folder(client, bucket, "studies/dicom/SCD0000101", series)
     found = discover_s3(f"s3://{bucket}/studies/dicom", s3_endpoint)
     assert found == [f"s3://{bucket}/studies/dicom/SCD0000101"]
-    study = load_source(found[0], cine=True, cache_dir=tmp_path / "cache", endpoint_url=s3_endpoint)
+    study = load_study(S3Source(tmp_path / "cache", s3_endpoint), found[0], cine=True)
     assert study.shape == (256, 256, 12) and len(study.frames) == 20
     assert study.dicom_files is not None and len(study.dicom_files[1]) == 12

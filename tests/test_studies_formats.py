@@ -68,8 +68,8 @@ def test_plain_4d_nifti_is_one_frame_per_phase(tmp_path: Path) -> None:
 
 @pytest.mark.acdc
 def test_raw_dataset_studies_are_discovered_and_opened(tmp_path: Path, acdc_root: Path) -> None:
+    from heartseg.sources.local import discover_local
     from heartseg.studies import open_study
-    from scheduler.discovery import discover_local
 
     folder = _raw_dataset(tmp_path, acdc_root, ["patient001", "patient090"])
     sources = discover_local(folder)

@@ -13,8 +13,9 @@ from pathlib import Path
 import redis
 from sqlalchemy import Engine, func, select
 
-from db.schema import Mask, Study, StudyStatus
+from db.schema import Mask, Study
 from db.session import make_engine, session_scope
+from heartseg.enums import StudyStatus
 from heartseg.phantom import draw_parameters, write_patient
 from scheduler.worker_launcher import cpu_worker_command, gpu_worker_commands
 

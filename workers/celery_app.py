@@ -1,12 +1,15 @@
-"""The one Celery app, configured from the settings (the process's ``HEARTSEG_*`` variables).
+"""The Celery app, configured from the settings (the process's ``HEARTSEG_*`` variables).
 
-Importing this module imports neither torch nor nnunetv2, so the scheduler can send tasks
-by name with it.
+Importing this module does nothing but define names: it imports neither torch nor nnunetv2,
+reads no settings and touches no folder. The scheduler builds its app with :func:`create_app`;
+``celery -A workers.celery_app`` (the workers, Flower) gets the process's app from the module's
+``app`` attribute, created on first access.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import cache
 
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
@@ -22,11 +25,6 @@ CPU_QUEUE = "cpu"
 
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery settings for HeartSeg; the record, not a result backend, holds every study's state."""
-    if settings.visibility_timeout_s <= settings.task_time_limit_s:
-        raise ValueError(
-            f"HEARTSEG_VISIBILITY_TIMEOUT_S ({settings.visibility_timeout_s}) must exceed HEARTSEG_TASK_TIME_LIMIT_S "
-            f"({settings.task_time_limit_s}): otherwise Redis re-delivers a study that is still running"
-        )
     return {
         **broker_config(settings),
         "task_serializer": "json",
@@ -51,17 +49,16 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def broker_config(settings: Settings) -> dict[str, object]:
-    """Redis when ``HEARTSEG_BROKER_URL`` is set; else kombu's filesystem transport (no server needed)."""
+    """Redis when ``HEARTSEG_BROKER_URL`` is set; else kombu's filesystem transport (no server needed),
+    in folders :func:`create_app` makes."""
     if settings.broker_url:
         # Redis re-delivers an unacknowledged message after the visibility timeout. It must be longer
         # than the longest task (the hard time limit): a shorter one makes Redis hand a study that is
-        # still running to a second worker. A dead worker's study is re-queued from its expired lease
-        # in the record instead, long before this timeout.
+        # still running to a second worker (the settings refuse one); a dead worker's study is
+        # re-queued from its expired lease in the record instead, long before this timeout.
         return {"broker_url": settings.broker_url,
                 "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s}}
     folder = settings.embedded_broker_dir.resolve()
-    for sub in ("queue", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     return {"broker_url": "filesystem://",
             "broker_transport_options": {"data_folder_in": str(folder / "queue"),
                                          "data_folder_out": str(folder / "queue"),
@@ -69,10 +66,29 @@ def broker_config(settings: Settings) -> dict[str, object]:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """A Celery app configured from ``settings`` (default: the process's settings)."""
+    """A Celery app configured from ``settings`` (default: the process's settings); for the embedded
+    broker, its folders are made."""
+    settings = settings or get_settings()
+    if not settings.broker_url:
+        folder = settings.embedded_broker_dir.resolve()
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
     app = Celery("heartseg", include=["workers.tasks"])
-    app.conf.update(celery_config(settings or get_settings()))
+    app.conf.update(celery_config(settings))
     return app
+
+
+@cache
+def process_app() -> Celery:
+    """The app of this process (``celery -A workers.celery_app``), made from its settings on first use."""
+    return create_app()
+
+
+def __getattr__(name: str) -> Celery:
+    """``workers.celery_app.app``: :func:`process_app`, made when first asked for, not at import."""
+    if name == "app":
+        return process_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @setup_logging.connect
@@ -99,5 +115,3 @@ def _pool_process_exited(pid: int | None = None, **_: object) -> None:
     if pid is not None and get_settings().metrics_port is not None:
         monitoring.process_exited(pid)
 
-
-app = create_app()

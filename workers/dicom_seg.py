@@ -33,6 +33,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from heartseg.errors import StudyError
@@ -50,9 +51,9 @@ SOFTWARE = "HeartSeg"
 class _Segment:
     structure: Structure
     label: str
-    category: object
-    type: object
-    region: object | None
+    category: Code
+    type: Code
+    region: Code | None
 
 
 SEGMENTS = (
@@ -94,7 +95,7 @@ def read_sources(files: Sequence[str | Path]) -> list[pydicom.Dataset]:
     Anonymised data often carries dates such as ``00000000``, which highdicom cannot copy
     into the SEG; such a value is made empty (type 2: present, unknown).
     """
-    sources = [read_dataset(path) for path in files]
+    sources: list[pydicom.Dataset] = [read_dataset(path) for path in files]
     for dataset in sources:
         for keyword in ("PatientBirthDate", "StudyDate"):
             if not _valid_date(dataset.get(keyword)):

@@ -14,27 +14,18 @@ every phase segmented, the phase of largest (ED) and smallest (ES) LV cavity vol
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from heartseg.enums import PhaseSource
 from heartseg.labels import Structure
 from workers.metrics import volume_ml
 
 #: Myocardial tissue density used for LV mass (g/ml).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
-
-
-class PhaseSource(enum.StrEnum):
-    """How the ED and ES frames were chosen."""
-
-    STATED = "stated"
-    """Given by the source (ACDC Info.cfg)."""
-    LV_VOLUME = "lv_volume"
-    """ED = largest, ES = smallest LV cavity volume over the segmented phases."""
 
 
 @dataclass(frozen=True)

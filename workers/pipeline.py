@@ -16,23 +16,32 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
-from db.lifecycle import claim_study, mark_done, mark_failed, mark_segmented, record_segmentation, study_with_run
-from db.schema import IndexSource, Mask, Study
+from db.lifecycle import (
+    claim_study,
+    mark_done,
+    mark_failed,
+    mark_segmented,
+    record_patient,
+    record_segmentation,
+    study_with_run,
+)
+from db.reads import study_masks
 from db.session import session_scope
 from db.writes import record_indices, record_mask, record_metrics
+from heartseg.enums import Frames, IndexSource, PhaseSource, StudyStatus
 from heartseg.errors import HeartSegError, StudyError
-from heartseg.labels import Structure
+from heartseg.labels import Structure, frame_phase
 from heartseg.privacy import pseudonym
-from heartseg.settings import get_settings
-from heartseg.storage import ResultStore, StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
+from heartseg.sources import StudySource, load_study
+from heartseg.storage import StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
 from heartseg.studies.model import Study as LoadedStudy
-from heartseg.studies.remote import load_source, release_source
-from workers.indices import PhaseSource, cardiac_indices, find_ed_es
+from workers.indices import cardiac_indices, find_ed_es
 from workers.lease_keeper import lease_kept
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
+from workers.stage_context import StageContext
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +78,9 @@ class ModelInfo:
         return results
 
 
-def _load(source: str, *, cine: bool) -> LoadedStudy:
-    settings = get_settings()
-    return load_source(source, cine=cine, cache_dir=settings.cache_dir, endpoint_url=settings.s3_endpoint_url,
-                       dicomweb_auth=settings.dicomweb_auth)
-
-
-def _release(source: str) -> None:
-    release_source(source, get_settings().cache_dir)
-
-
-def frames_to_segment(study: LoadedStudy, frames: str) -> tuple[int, ...]:
+def frames_to_segment(study: LoadedStudy, frames: Frames) -> tuple[int, ...]:
     """Every loaded frame for ``all``; ED and ES for ``ed-es`` (every frame when they are not stated)."""
-    if frames == "all" or study.ed is None or study.es is None:
+    if frames is Frames.ALL or study.ed is None or study.es is None:
         return study.frame_numbers
     return tuple(sorted({study.ed, study.es}))
 
@@ -103,8 +102,8 @@ def decode_mask(data: bytes) -> tuple[np.ndarray, nib.Nifti1Image]:
     return np.asarray(image.dataobj).astype(np.uint8), image
 
 
-def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: ResultStore, *, worker: str,
-                  lease_s: float, renew: Callable[[], None] | None = None,
+def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker: str,
+                  renew: Callable[[], None] | None = None,
                   enqueue_evaluation: Callable[[], None] | None = None) -> bool:
     """Segment one study; True when its masks are recorded and metrics should follow.
 
@@ -116,37 +115,40 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
 
     Bad input marks the study failed with the reason (no retry). A study that another
     worker holds, or that is already past this stage, is left alone (False). While the
-    frames are segmented, ``renew`` is called every third of ``lease_s``.
+    frames are segmented, ``renew`` is called every third of the lease (``settings.lease_s``).
     """
+    engine, lease_s = ctx.engine, ctx.settings.lease_s
     with session_scope(engine) as session:
         if not claim_study(session, study_id, worker, lease_s):
             logger.info("study %s is not claimable (held elsewhere or finished)", study_id)
             return False
         row, run = study_with_run(session, study_id)
-        source, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
+        source_uri, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
+    source = ctx.source(source_uri)
     try:
         with lease_kept(renew, lease_s / 3):
-            result = _segment_frames(source, frames, model, store, run_name)
+            result = _segment_frames(ctx, source, source_uri, frames, model, run_name)
     except StudyError as exc:
-        return _failed(engine, study_id, run_name, exc)
+        return _failed(ctx, study_id, run_name, exc)
     finally:
-        _release(source)
+        source.release(source_uri)
     study, labels, masks, segs = result.study, result.labels, result.masks, result.segs
-    ed, es, phase_source = study.ed, study.es, PhaseSource.STATED.value
+    ed, es = study.ed, study.es
+    phase_source: PhaseSource | None = PhaseSource.STATED
     if ed is None or es is None:
         if len(labels) >= 2:
             ed, es = find_ed_es({n: volume_ml(m == Structure.LV.label, study.spacing) for n, m in labels.items()})
-            phase_source = PhaseSource.LV_VOLUME.value
+            phase_source = PhaseSource.LV_VOLUME
         else:
             phase_source = None
     with session_scope(engine) as session:
-        session.execute(update(Study).where(Study.id == study_id).values(
-            patient_id=result.name, pathology_group=study.info.group, height_cm=study.info.height_cm,
-            weight_kg=study.info.weight_kg, n_frames=study.info.n_frames or len(study.frames)))
+        record_patient(session, study_id, patient_id=result.name, group=study.info.group,
+                       height_cm=study.info.height_cm, weight_kg=study.info.weight_kg,
+                       n_frames=study.info.n_frames or len(study.frames))
         for number, uri, digest in masks:
-            phase = "ED" if number == ed else "ES" if number == es else "other"
             seg_uri, seg_sha256 = segs.get(number, (None, None))
-            record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
+            record_mask(session, study_id=study_id, model_id=model_id, frame=number,
+                        phase=frame_phase(number, ed, es), uri=uri,
                         sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
                         seg_sha256=seg_sha256)
         record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=result.load_s,
@@ -155,7 +157,7 @@ def segment_stage(engine: Engine, study_id: int, model: ModelInfo, store: Result
         enqueue_evaluation()
     with session_scope(engine) as session:
         mark_segmented(session, study_id)
-    count_study(run_name, "segmented")
+    count_study(run_name, StudyStatus.SEGMENTED)
     count_frames(run_name, len(masks))
     return True
 
@@ -174,7 +176,8 @@ class _Segmented:
     write_s: float
 
 
-def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultStore, run_name: str) -> _Segmented:
+def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, frames: Frames, model: ModelInfo,
+                    run_name: str) -> _Segmented:
     """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError.
 
     Each mask is encoded and stored as soon as its frame is segmented (in the segmenter's export
@@ -183,10 +186,10 @@ def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultSto
     masks (overlapped with the forward passes when pipelined) plus the SEGs after.
     """
     started = time.perf_counter()
-    study = _load(source, cine=frames == "all")
+    study = load_study(source, source_uri, cine=frames is Frames.ALL)
     load_s = time.perf_counter() - started
     observe_stage("load", load_s)
-    name = pseudonym(study.info.patient_id, get_settings().pseudonymize_key)
+    name = pseudonym(study.info.patient_id, ctx.settings.pseudonymize_key)
     numbers = frames_to_segment(study, frames)
     masks: list[tuple[int, str, str]] = []
     write_s = 0.0
@@ -196,7 +199,7 @@ def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultSto
         t0 = time.perf_counter()
         number = numbers[index]
         data = encode_mask(labels, study)
-        uri = store.put(mask_key(model.fingerprint, run_name, name, number), data)
+        uri = ctx.store.put(mask_key(model.fingerprint, run_name, name, number), data)
         masks.append((number, uri, sha256_hex(data)))
         write_s += time.perf_counter() - t0
 
@@ -205,29 +208,28 @@ def _segment_frames(source: str, frames: str, model: ModelInfo, store: ResultSto
     predict_s = time.perf_counter() - t0
     labels = dict(zip(numbers, segmented, strict=True))
     t0 = time.perf_counter()
-    segs = write_segs(study, labels, model.fingerprint, store, run_name, name, source)
+    segs = write_segs(ctx, study, labels, model.fingerprint, run_name, name, source, source_uri)
     write_s += time.perf_counter() - t0
     observe_stage("write", write_s)
     return _Segmented(study, name, labels, masks, segs, load_s, predict_s, write_s)
 
 
-def _failed(engine: Engine, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
+def _failed(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
     """Record bad input against the study (no retry); False: nothing follows."""
-    with session_scope(engine) as session:
+    with session_scope(ctx.engine) as session:
         mark_failed(session, study_id, str(exc))
-    count_study(run_name, "failed")
+    count_study(run_name, StudyStatus.FAILED)
     logger.warning("study %s failed in %s: %s", study_id, stage, exc)
     return False
 
 
-def write_segs(study: LoadedStudy, labels: dict[int, np.ndarray], fingerprint: str, store: ResultStore,
-               run_name: str, name: str, source: str) -> dict[int, tuple[str, str]]:
-    """For a DICOM study, each frame's mask as a DICOM SEG beside its NIfTI (and stored back to the PACS
-    it came from); ``{frame: (uri, sha256)}``, empty for other sources."""
+def write_segs(ctx: StageContext, study: LoadedStudy, labels: dict[int, np.ndarray], fingerprint: str,
+               run_name: str, name: str, source: StudySource, source_uri: str) -> dict[int, tuple[str, str]]:
+    """For a DICOM study, each frame's mask as a DICOM SEG beside its NIfTI (and stored back where the study
+    came from, where its source keeps them: a PACS); ``{frame: (uri, sha256)}``, empty for other studies."""
     if not study.dicom_files:
         return {}
     from heartseg import __version__
-    from heartseg.studies.dicomweb import is_dicomweb, store_instances
     from workers.dicom_seg import build_seg, encode_seg, read_sources
 
     segs, payloads = {}, []
@@ -235,29 +237,28 @@ def write_segs(study: LoadedStudy, labels: dict[int, np.ndarray], fingerprint: s
         sources = read_sources(study.dicom_files[number])
         data = encode_seg(build_seg(frame_labels, sources, fingerprint=fingerprint, frame=number,
                                     version=__version__))
-        segs[number] = (store.put(seg_key(fingerprint, run_name, name, number), data), sha256_hex(data))
+        segs[number] = (ctx.store.put(seg_key(fingerprint, run_name, name, number), data), sha256_hex(data))
         payloads.append(data)
-    if is_dicomweb(source):
-        store_instances(source, payloads, auth=get_settings().dicomweb_auth)
-        logger.info("stored %d SEG instances back to the PACS", len(payloads))
+    if source.store_back(source_uri, payloads):
+        logger.info("stored %d SEG instances back to %s", len(payloads), source_uri)
     return segs
 
 
-def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
+def evaluate_stage(ctx: StageContext, study_id: int) -> None:
     """Metrics against the references and cardiac indices from the masks; marks the study done."""
     started = time.perf_counter()
-    with session_scope(engine) as session:
+    with session_scope(ctx.engine) as session:
         row, run = study_with_run(session, study_id)
-        source, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
-        masks = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id,
-                                                                    Mask.model_id == model_id)).all()
+        source_uri, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
+        masks = study_masks(session, study_id, model_id)
+    source = ctx.source(source_uri)
     try:
         try:
-            study = _load(source, cine=False)
+            study = load_study(source, source_uri, cine=False)
         finally:
-            _release(source)  # pixels and references are in memory now
-        predicted = {frame: decode_mask(store.get(uri))[0] for frame, uri in masks}
-        with session_scope(engine) as session:
+            source.release(source_uri)  # pixels and references are in memory now
+        predicted = {frame: decode_mask(ctx.store.get(uri))[0] for frame, uri in masks}
+        with session_scope(ctx.engine) as session:
             for frame, labels in sorted(predicted.items()):
                 try:
                     reference = study.frame(frame).reference
@@ -265,36 +266,32 @@ def evaluate_stage(engine: Engine, study_id: int, store: ResultStore) -> None:
                     reference = None
                 if reference is not None:
                     metrics = compare_label_maps(labels, reference, study.spacing)
-                    phase = "ED" if frame == ed else "ES" if frame == es else "other"
-                    record_metrics(session, study_id=study_id, model_id=model_id, frame=frame, phase=phase,
-                                   metrics={s.value: m.as_dict() for s, m in metrics.items()})
+                    record_metrics(session, study_id=study_id, model_id=model_id, frame=frame,
+                                   phase=frame_phase(frame, ed, es),
+                                   metrics={s: m.as_dict() for s, m in metrics.items()})
             _record_indices(session, study_id, model_id, study, predicted, ed, es)
             metrics_s = time.perf_counter() - started
             mark_done(session, study_id, metrics_s=metrics_s)
     except StorageError:
         raise  # the results store was unreachable: transient, the task retries it
     except HeartSegError as exc:
-        _failed(engine, study_id, run_name, exc, stage="evaluation")
+        _failed(ctx, study_id, run_name, exc, stage="evaluation")
         return
     observe_stage("metrics", metrics_s)
-    count_study(run_name, "done")
+    count_study(run_name, StudyStatus.DONE)
 
 
-def _record_indices(session: object, study_id: int, model_id: int, study: LoadedStudy,
+def _record_indices(session: Session, study_id: int, model_id: int, study: LoadedStudy,
                     predicted: dict[int, np.ndarray], ed: int | None, es: int | None) -> None:
     if ed is None or es is None or ed not in predicted or es not in predicted:
         return
-    body = {"height_cm": study.info.height_cm, "weight_kg": study.info.weight_kg}
-    stated = {"ed_frame": ed, "es_frame": es} if study.ed is not None else {}  # else found from LV volumes
-    pred = cardiac_indices(predicted, study.spacing, **stated, **body)
-    record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.PRED,  # type: ignore[arg-type]
-                   indices=_index_columns(pred.as_dict()))
+    height, weight = study.info.height_cm, study.info.weight_kg
+    stated = study.ed is not None  # else ED and ES were found from the LV volumes, and are found again
+    pred = cardiac_indices(predicted, study.spacing, ed_frame=ed if stated else None, es_frame=es if stated else None,
+                           height_cm=height, weight_kg=weight)
+    record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.PRED, indices=pred.as_dict())
     references = {f.number: f.reference for f in study.frames_with_reference() if f.reference is not None}
     if ed in references and es in references:
-        ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, **body)
-        record_indices(session, study_id=study_id, model_id=model_id,  # type: ignore[arg-type]
-                       source=IndexSource.REF, indices=_index_columns(ref.as_dict()))
-
-
-def _index_columns(values: dict[str, object]) -> dict[str, object]:
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in values.items()}
+        ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, height_cm=height,
+                              weight_kg=weight)
+        record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.REF, indices=ref.as_dict())

@@ -1,7 +1,8 @@
 """Celery tasks: thin wrappers that take a study id and call :mod:`workers.pipeline`.
 
-Expensive resources (database engine, results store, loaded models) are created lazily,
-once per worker process, on first use.
+They are shared tasks: they join the app that the worker process runs (``celery -A
+workers.celery_app``). The stage context (record, results store, sources, settings) and the
+loaded models are made once per worker process, on first use.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from celery.worker.control import inspect_command
-from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from db.lifecycle import renew_lease
-from db.schema import Model, Run, Study
-from db.session import make_engine, session_scope
+from db.reads import model_path_and_run, run_name_of
+from db.session import session_scope
 from heartseg.logs import log_context
 from heartseg.settings import get_settings
-from heartseg.storage import ResultStore, StorageError, open_store
-from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK, app
+from heartseg.storage import StorageError
+from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.stage_context import StageContext
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ TRANSIENT = (OperationalError, ConnectionError, TimeoutError, StorageError)
 
 
 class StudyTask(Task):
-    """Base task holding this process's engine, store and loaded models."""
+    """Base task holding this process's stage context and loaded models."""
 
     abstract = True
     autoretry_for = TRANSIENT
@@ -43,13 +44,9 @@ class StudyTask(Task):
     max_retries = 8
 
     @cached_property
-    def engine(self) -> Engine:
-        return make_engine(get_settings().database_url)
-
-    @cached_property
-    def store(self) -> ResultStore:
-        settings = get_settings()
-        return open_store(settings.results_uri, settings.s3_endpoint_url)
+    def context(self) -> StageContext:
+        """The record, results store, sources and settings of this worker process."""
+        return StageContext.from_settings(get_settings())
 
     @cached_property
     def models(self) -> dict[str, Any]:
@@ -65,48 +62,42 @@ class StudyTask(Task):
             if model_path not in self.models:
                 from workers.inference.predictor import Segmenter  # torch: only GPU workers get here
 
-                settings = get_settings()
-                self.models[model_path] = Segmenter.from_settings(settings, model_dir=Path(model_path))
+                self.models[model_path] = Segmenter.from_settings(self.context.settings, model_dir=Path(model_path))
             return self.models[model_path]
 
 
-@app.task(bind=True, base=StudyTask, name=SEGMENT_TASK, queue=GPU_QUEUE)
+@shared_task(bind=True, base=StudyTask, name=SEGMENT_TASK, queue=GPU_QUEUE)
 def segment_study(self: StudyTask, study_id: int) -> None:
     """Segment one study and hand it to the CPU queue for metrics."""
-    with session_scope(self.engine) as session:
-        path, run = session.execute(
-            select(Model.path, Run.name).join(Run, Run.model_id == Model.id).join(Study, Study.run_id == Run.id)
-            .where(Study.id == study_id)
-        ).one()
+    with session_scope(self.context.engine) as session:
+        path, run = model_path_and_run(session, study_id)
     with log_context(run=run, study_id=study_id):
         _segment(self, study_id, path)
 
 
 def _segment(self: StudyTask, study_id: int, path: str) -> None:
     segmenter = self.segmenter_for(path)
-    settings = get_settings()
+    ctx = self.context
     worker = self.request.hostname or "worker"
 
     def renew() -> None:
-        with session_scope(self.engine) as session:
-            renew_lease(session, study_id, worker, settings.lease_s)
+        with session_scope(ctx.engine) as session:
+            renew_lease(session, study_id, worker, ctx.settings.lease_s)
 
     def enqueue_evaluation() -> None:
-        evaluate_study.apply_async(args=[study_id], queue=CPU_QUEUE)
+        self.app.send_task(EVALUATE_TASK, args=[study_id], queue=CPU_QUEUE)
 
     model = ModelInfo(segmenter.fingerprint, segmenter.segment, segmenter.segment_frames)
-    segment_stage(self.engine, study_id, model, self.store, worker=worker, lease_s=settings.lease_s, renew=renew,
-                  enqueue_evaluation=enqueue_evaluation)
+    segment_stage(ctx, study_id, model, worker=worker, renew=renew, enqueue_evaluation=enqueue_evaluation)
 
 
-@app.task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
+@shared_task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
 def evaluate_study(self: StudyTask, study_id: int) -> None:
     """Metrics and cardiac indices of one segmented study."""
-    with session_scope(self.engine) as session:
-        run = session.execute(select(Run.name).join(Study, Study.run_id == Run.id)
-                              .where(Study.id == study_id)).scalar_one()
+    with session_scope(self.context.engine) as session:
+        run = run_name_of(session, study_id)
     with log_context(run=run, study_id=study_id):
-        evaluate_stage(self.engine, study_id, self.store)
+        evaluate_stage(self.context, study_id)
 
 
 @inspect_command()

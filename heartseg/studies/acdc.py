@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from heartseg.errors import StudyError
 from heartseg.studies.model import Frame, Study, StudyInfo
@@ -139,7 +140,7 @@ def load_acdc_patient(folder: str | Path, *, cine: bool = True) -> Study:
     )
 
 
-def _load_frame(folder: Path, patient: str, number: int) -> tuple[Volume, np.ndarray | None]:
+def _load_frame(folder: Path, patient: str, number: int) -> tuple[Volume, npt.NDArray[np.uint8] | None]:
     image = read_volume(folder / f"{patient}_frame{number:02d}.nii.gz")
     reference_path = folder / f"{patient}_frame{number:02d}_gt.nii.gz"
     if not reference_path.exists():
@@ -150,7 +151,7 @@ def _load_frame(folder: Path, patient: str, number: int) -> tuple[Volume, np.nda
 
 
 def _cine_frames(
-    cine_path: Path, first: Volume, info: AcdcInfo, ed_es: dict[int, tuple[Volume, np.ndarray | None]]
+    cine_path: Path, first: Volume, info: AcdcInfo, ed_es: dict[int, tuple[Volume, npt.NDArray[np.uint8] | None]]
 ) -> list[Frame]:
     cine = read_volume(cine_path, ndims=(4,))
     if cine.data.shape[:3] != first.data.shape:

@@ -19,12 +19,17 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 
 from heartseg.errors import StudyError
 from heartseg.studies.model import Frame, Study, StudyInfo
+
+if TYPE_CHECKING:
+    from pydicom import FileDataset
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +43,9 @@ class DicomImage:
     """One MR image of a series with the tags that place it."""
 
     path: Path
-    dataset: object
-    position: np.ndarray
-    orientation: np.ndarray
+    dataset: FileDataset
+    position: npt.NDArray[np.float64]
+    orientation: npt.NDArray[np.float64]
     spacing: tuple[float, float]
     trigger_time: float | None
     instance: int
@@ -58,7 +63,7 @@ def lenient_pydicom() -> None:
     config.settings.writing_validation_mode = config.IGNORE
 
 
-def read_dataset(path: str | Path) -> object:
+def read_dataset(path: str | Path) -> FileDataset:
     """One DICOM file, read leniently; :class:`StudyError` naming the file when it is not DICOM or is damaged."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -129,10 +134,10 @@ def _image(path: Path) -> DicomImage:
     )
 
 
-def _pixels(image: DicomImage) -> np.ndarray:
+def _pixels(image: DicomImage) -> npt.NDArray[np.floating]:
     dataset = image.dataset
     try:
-        array = dataset.pixel_array.astype(np.float32)  # type: ignore[attr-defined]
+        array = dataset.pixel_array.astype(np.float32)
     except Exception as exc:  # pydicom raises several types for missing decoders and bad pixel data
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise StudyError(image.path, f"cannot decode the pixel data (transfer syntax {syntax}): {exc}") from exc

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from heartseg.errors import StudyError
-from heartseg.labels import Phase
+from heartseg.labels import Phase, frame_phase
+
+if TYPE_CHECKING:
+    from nibabel.nifti1 import Nifti1Header
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,9 +35,9 @@ class Frame:
 
     number: int
     """1-based phase number within the cine."""
-    image: np.ndarray
+    image: npt.NDArray[np.float32]
     """Float32 intensities, shape ``(x, y, z)``."""
-    reference: np.ndarray | None = None
+    reference: npt.NDArray[np.uint8] | None = None
     """Uint8 ACDC label map with the image's shape, or None."""
 
 
@@ -79,11 +84,11 @@ class Study:
     source: str
     frames: tuple[Frame, ...]
     spacing: tuple[float, float, float]
-    affine: np.ndarray
+    affine: npt.NDArray[np.float64]
     info: StudyInfo
     ed: int | None = None
     es: int | None = None
-    header: object | None = field(default=None, repr=False)
+    header: Nifti1Header | None = field(default=None, repr=False)
     dicom_files: Mapping[int, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,11 +136,7 @@ class Study:
 
     def phase_of(self, number: int) -> Phase:
         """Whether frame ``number`` is the ED frame, the ES frame or another one."""
-        if number == self.ed:
-            return Phase.ED
-        if number == self.es:
-            return Phase.ES
-        return Phase.OTHER
+        return frame_phase(number, self.ed, self.es)
 
     def frames_with_reference(self) -> Sequence[Frame]:
         """The frames that carry a reference label map."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from nibabel.filebasedimages import ImageFileError
 
 from heartseg.errors import StudyError
@@ -24,7 +25,7 @@ class Volume:
 
     path: Path
     data: np.ndarray
-    affine: np.ndarray
+    affine: npt.NDArray[np.float64]
     spacing: tuple[float, ...]
     """Voxel size per axis in mm (and the time step for a 4D file), from the header."""
     header: nib.Nifti1Header
@@ -94,7 +95,7 @@ def _read_data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
         raise StudyError(path, f"cannot read the voxel data: corrupt or truncated ({exc})") from exc
 
 
-def as_image(volume: Volume, data: np.ndarray | None = None) -> np.ndarray:
+def as_image(volume: Volume, data: np.ndarray | None = None) -> npt.NDArray[np.float32]:
     """Intensities as float32, refusing NaN or infinite values."""
     array = np.asarray(volume.data if data is None else data, dtype=np.float32)
     if not np.isfinite(array).all():
@@ -103,7 +104,7 @@ def as_image(volume: Volume, data: np.ndarray | None = None) -> np.ndarray:
     return array
 
 
-def as_labels(volume: Volume, data: np.ndarray | None = None) -> np.ndarray:
+def as_labels(volume: Volume, data: np.ndarray | None = None) -> npt.NDArray[np.uint8]:
     """A label map as uint8, refusing values outside the ACDC labels {0, 1, 2, 3}."""
     array = np.asarray(volume.data if data is None else data)
     if array.dtype.kind == "f" and (not np.isfinite(array).all() or not np.array_equal(array, np.round(array))):
@@ -152,7 +153,8 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
-def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, header: object | None = None) -> Path:
+def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray,
+                    header: nib.Nifti1Header | None = None) -> Path:
     """Write a uint8 label map with the source's geometry (its affine and, when given, header).
 
     The header is copied so qform/sform codes and pixel dimensions round-trip exactly; its

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from skimage.draw import polygon2mask
 
 from heartseg.errors import StudyError
@@ -44,8 +45,9 @@ def read_contour(path: Path) -> np.ndarray:
     return points
 
 
-def _fill(points: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    return polygon2mask((rows, columns), np.c_[points[:, 1], points[:, 0]]).T  # (row, col) -> (col, row)
+def _fill(points: np.ndarray, rows: int, columns: int) -> npt.NDArray[np.bool_]:
+    mask: npt.NDArray[np.bool_] = polygon2mask((rows, columns), np.c_[points[:, 1], points[:, 0]])
+    return mask.T  # (row, col) -> (col, row)
 
 
 def contour_references(series_dir: Path, contours_dir: Path) -> list[ContourReference]:
@@ -65,7 +67,7 @@ def contour_references(series_dir: Path, contours_dir: Path) -> list[ContourRefe
         if "i" not in drawn:
             continue
         slice_index, phase, image = place[number]
-        rows, columns = int(image.dataset.Rows), int(image.dataset.Columns)  # type: ignore[attr-defined]
+        rows, columns = int(image.dataset.Rows), int(image.dataset.Columns)
         labels = np.zeros((columns, rows), np.uint8)
         if "o" in drawn:
             labels[_fill(drawn["o"], rows, columns)] = 2

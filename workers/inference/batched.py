@@ -25,7 +25,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from torch import nn
 
 #: A tile's position: (channels, [slice index,] one slice per patch axis), as nnU-Net builds it.
-Slicer = tuple[object, ...]
+Slicer = tuple[slice | int, ...]
 
 
 @dataclass

@@ -12,6 +12,8 @@ without knowing this class.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -27,10 +29,10 @@ class HeartSegTrainer(nnUNetTrainer):
 
     def __init__(
         self,
-        plans: dict,
+        plans: dict[str, Any],
         configuration: str,
         fold: int,
-        dataset_json: dict,
+        dataset_json: dict[str, Any],
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnunetv2's own signature
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -17,7 +17,7 @@ from heartseg.labels import STRUCTURES
 from heartseg.settings import get_settings
 from heartseg.studies.acdc import load_acdc_patient
 from heartseg.studies.nifti import write_label_map
-from scheduler.evaluate import evaluate_folders, summarize, write_csv
+from workers.evaluation import evaluate_folders, summarize, write_csv
 from workers.training.split import VALIDATION_PATIENTS
 
 
@@ -36,7 +36,7 @@ def main() -> None:
         folder = settings.acdc_training_dir / patient
         study = load_acdc_patient(folder, cine=False)
         for frame in study.frames:
-            phase = "ED" if frame.number == study.ed else "ES"
+            phase = study.phase_of(frame.number).value  # ED or ES: only those frames are loaded
             case = f"{patient}_frame{frame.number:02d}"
             started = time.perf_counter()
             labels = segmenter.segment(frame.image, study.spacing)

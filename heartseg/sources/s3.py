@@ -1,20 +1,24 @@
-"""Studies in S3: find them under a prefix, and fetch one to a local folder to read it."""
+"""Studies in S3 (``s3://bucket/prefix``): find them under a prefix, fetch one to a local folder to read it."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heartseg.errors import StudyError
+from heartseg.sources.base import Selection, StudySource
 from heartseg.storage import s3_client, safe_key_part, split_s3_uri
-from heartseg.studies.model import Study
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 INFO_FILE = "Info.cfg"
 
 
-def _keys(client: object, bucket: str, prefix: str) -> list[str]:
+def _keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
     keys: list[str] = []
-    paginator = client.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+    paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         keys += [item["Key"] for item in page.get("Contents", [])]
     return keys
@@ -60,7 +64,7 @@ def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     try:
         if key.endswith((".nii.gz", ".nii")):
             target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(target))  # type: ignore[attr-defined]
+            client.download_file(bucket, key, str(target))
             return target
         keys = [k for k in _keys(client, bucket, key.rstrip("/") + "/") if "/" not in k[len(key) + 1:]]
         if not keys:
@@ -69,7 +73,7 @@ def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
             shutil.rmtree(target)
         target.mkdir(parents=True)
         for object_key in keys:
-            client.download_file(bucket, object_key, str(target / object_key.rsplit("/", 1)[-1]))  # type: ignore[attr-defined]
+            client.download_file(bucket, object_key, str(target / object_key.rsplit("/", 1)[-1]))
     except StudyError:
         raise
     except Exception as exc:
@@ -77,36 +81,30 @@ def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     return target
 
 
-def load_source(source: str, *, cine: bool, cache_dir: Path, endpoint_url: str | None = None,
-                dicomweb_auth: str | None = None) -> Study:
-    """Load a study from a local path, an ``s3://`` URI or a ``dicomweb://`` series (fetched into
-    ``cache_dir`` first)."""
-    from heartseg.studies import open_study
-    from heartseg.studies.dicomweb import fetch_series, is_dicomweb
+class S3Source(StudySource):
+    """Studies under ``s3://bucket/prefix``, downloaded into ``cache_dir`` to be read."""
 
-    if is_dicomweb(source):
-        return open_study(fetch_series(source, cache_dir, auth=dicomweb_auth), cine=cine)
-    if source.startswith("s3://"):
-        return open_study(fetch(source, cache_dir, endpoint_url), cine=cine)
-    return open_study(source, cine=cine)
+    def __init__(self, cache_dir: Path, endpoint_url: str | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.endpoint_url = endpoint_url
+
+    def discover(self, uri: str, selection: Selection) -> list[str]:
+        """See :func:`discover_s3`."""
+        self.check_selection(uri, selection)
+        return discover_s3(uri, self.endpoint_url)
+
+    def fetch(self, source: str) -> str:
+        """See :func:`fetch`."""
+        return str(fetch(source, self.cache_dir, self.endpoint_url))
+
+    def release(self, source: str) -> None:
+        """Delete the downloaded copy, so a cohort of thousands of studies does not fill the worker's disk."""
+        remove_copy(_s3_target(source, self.cache_dir))
 
 
-def release_source(source: str, cache_dir: Path) -> None:
-    """Delete the local copy of a remote study (S3 or DICOMweb) once a stage is done with it.
-
-    A cohort of thousands of studies would otherwise fill the worker's disk; the next stage
-    (often on another host) fetches its own copy. Local sources are left alone.
-    """
-    from heartseg.studies.dicomweb import cached_series, is_dicomweb
-
-    if is_dicomweb(source):
-        paths = [cached_series(source, cache_dir)]
-    elif source.startswith("s3://"):
-        paths = [_s3_target(source, cache_dir)]
+def remove_copy(path: Path) -> None:
+    """Delete a fetched study, a folder or one file."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        return
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)

@@ -16,15 +16,22 @@ import logging
 import re
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from heartseg.errors import StudyError
+from heartseg.sources.base import Selection, StudySource
+from heartseg.sources.s3 import remove_copy
 from heartseg.storage import StorageError, safe_key_part
 from heartseg.studies.dicom import lenient_pydicom
 
+if TYPE_CHECKING:
+    from dicomweb_client import DICOMwebClient
+
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMES = {"dicomweb": "http", "dicomwebs": "https"}
 _SOURCE = re.compile(r"^(?P<scheme>dicomwebs?)://(?P<rest>[^?#]+?)(?:/studies/(?P<study>[0-9.]+)"
@@ -39,7 +46,7 @@ class PacsError(StorageError):
 
 
 @dataclass(frozen=True)
-class DicomWebSource:
+class DicomWebAddress:
     """Where a study lives in a DICOMweb service."""
 
     base_url: str
@@ -64,15 +71,15 @@ def is_dicomweb(source: str) -> bool:
     return source.split("://", 1)[0] in SCHEMES
 
 
-def parse_source(uri: str) -> DicomWebSource:
+def parse_source(uri: str) -> DicomWebAddress:
     """Split a ``dicomweb://`` URI into the service URL and the study and series UIDs it names."""
     match = _SOURCE.match(uri)
     if not match:
         raise StudyError(uri, "not a DICOMweb source (dicomweb://HOST:PORT/PATH[/studies/UID[/series/UID]])")
-    return DicomWebSource(f"{SCHEMES[match['scheme']]}://{match['rest']}", match["study"], match["series"])
+    return DicomWebAddress(f"{SCHEMES[match['scheme']]}://{match['rest']}", match["study"], match["series"])
 
 
-def make_client(base_url: str, auth: str | None = None) -> object:
+def make_client(base_url: str, auth: str | None = None) -> DICOMwebClient:
     """A ``dicomweb_client.DICOMwebClient`` for the service (basic auth ``user:password`` when given)."""
     import requests
     from dicomweb_client import DICOMwebClient
@@ -85,17 +92,18 @@ def make_client(base_url: str, auth: str | None = None) -> object:
     return DICOMwebClient(url=base_url, session=session, permissive_uid=True, timeout=60)
 
 
-def _value(item: dict, tag: str) -> object:
+def _value(item: Mapping[str, Any], tag: str) -> Any:
+    """The first value of a DICOM JSON attribute, or None."""
     values = item.get(tag, {}).get("Value") or [None]
     return values[0]
 
 
-def _call(uri: str, what: str, function: object, *args: object, **kwargs: object) -> object:
+def _call(uri: str, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a client call, turning HTTP errors into StudyError (4xx) or PacsError (no answer, 5xx)."""
     import requests
 
     try:
-        return function(*args, **kwargs)  # type: ignore[operator]
+        return function(*args, **kwargs)
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status is not None and 400 <= status < 500:
@@ -121,27 +129,27 @@ def discover_dicomweb(uri: str, study_uids: Sequence[str] = (), *, series_uid: s
     sources = []
     for study in studies:
         if chosen_series:
-            sources.append(DicomWebSource(source.base_url, study, chosen_series).uri)
+            sources.append(DicomWebAddress(source.base_url, study, chosen_series).uri)
             continue
-        series = _call(uri, f"search study {study}", client.search_for_series,  # type: ignore[attr-defined]
-                       study, fields=["NumberOfSeriesRelatedInstances"])
+        series = _call(uri, f"search study {study}", client.search_for_series, study,
+                       fields=["NumberOfSeriesRelatedInstances"])
         mr = [s for s in series if _value(s, MODALITY_TAG) == "MR"]
         if not mr:
             raise StudyError(f"{uri} study {study}", "no MR series in this study")
         best = max(mr, key=lambda s: int(_value(s, N_INSTANCES_TAG) or 0))
-        sources.append(DicomWebSource(source.base_url, study, str(_value(best, SERIES_UID_TAG))).uri)
+        sources.append(DicomWebAddress(source.base_url, study, str(_value(best, SERIES_UID_TAG))).uri)
     if not sources:
         raise StudyError(uri, "no studies with an MR series found")
     return sources
 
 
-def _all_mr_studies(uri: str, client: object, page: int = 500) -> list[str]:
+def _all_mr_studies(uri: str, client: DICOMwebClient, page: int = 500) -> list[str]:
     """Every study with an MR series, page by page (some servers ignore ``offset``: stop when nothing is new)."""
     found: dict[str, None] = {}
     while True:
-        items = _call(uri, "search for studies", client.search_for_studies,  # type: ignore[attr-defined]
+        items = _call(uri, "search for studies", client.search_for_studies,
                       search_filters={"ModalitiesInStudy": "MR"}, limit=page, offset=len(found))
-        new = [str(_value(item, STUDY_UID_TAG)) for item in items]  # type: ignore[attr-defined]
+        new = [str(_value(item, STUDY_UID_TAG)) for item in items]
         fresh = [uid for uid in new if uid not in found]
         found.update(dict.fromkeys(fresh))
         if len(new) < page or not fresh:
@@ -156,7 +164,7 @@ def cached_series(uri: str, cache_dir: Path) -> Path:
 def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
     """Download the series a source names into ``cache_dir`` (afresh); returns its folder.
 
-    The stage that fetched it deletes it when done (:func:`heartseg.studies.remote.release_source`).
+    The stage that fetched it deletes it when done (:meth:`DicomWebSource.release`).
     """
     source = parse_source(uri)
     if not source.study_uid or not source.series_uid:
@@ -166,16 +174,15 @@ def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
     lenient_pydicom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        datasets = _call(uri, "retrieve the series", client.retrieve_series,  # type: ignore[attr-defined]
-                         source.study_uid, source.series_uid)
+        datasets = _call(uri, "retrieve the series", client.retrieve_series, source.study_uid, source.series_uid)
         if not datasets:
             raise StudyError(uri, "the series has no instances")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for number, dataset in enumerate(datasets):  # type: ignore[arg-type]
+        for number, dataset in enumerate(datasets):
             dataset.save_as(target / f"{number:05d}.dcm", enforce_file_format=True)
-    logger.info("fetched %d instances of series %s", len(datasets), source.series_uid)  # type: ignore[arg-type]
+    logger.info("fetched %d instances of series %s", len(datasets), source.series_uid)
     return target
 
 
@@ -186,5 +193,33 @@ def store_instances(uri: str, payloads: Sequence[bytes], *, auth: str | None = N
     source = parse_source(uri)
     client = make_client(source.base_url, auth)
     datasets = [pydicom.dcmread(io.BytesIO(payload)) for payload in payloads]
-    _call(uri, "store the segmentations", client.store_instances,  # type: ignore[attr-defined]
+    _call(uri, "store the segmentations", client.store_instances,
           datasets, study_instance_uid=source.study_uid)
+
+
+class DicomWebSource(StudySource):
+    """Cine series in a PACS over DICOMweb; each is fetched into ``cache_dir`` by WADO-RS, and the SEGs made
+    from it are stored back into its study by STOW-RS."""
+
+    selects = True
+
+    def __init__(self, cache_dir: Path, auth: str | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.auth = auth
+
+    def discover(self, uri: str, selection: Selection) -> list[str]:
+        """See :func:`discover_dicomweb`."""
+        return discover_dicomweb(uri, selection.studies, series_uid=selection.series, auth=self.auth)
+
+    def fetch(self, source: str) -> str:
+        """See :func:`fetch_series`."""
+        return str(fetch_series(source, self.cache_dir, auth=self.auth))
+
+    def release(self, source: str) -> None:
+        """Delete the fetched series."""
+        remove_copy(cached_series(source, self.cache_dir))
+
+    def store_back(self, source: str, payloads: Sequence[bytes]) -> bool:
+        """See :func:`store_instances`."""
+        store_instances(source, payloads, auth=self.auth)
+        return True

@@ -1,0 +1,37 @@
+"""What the stages and the scheduler read from the record, one function per question."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.schema import Mask, Model, Run, Study
+
+
+def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[int, str]]:
+    """``(frame, uri)`` of the masks a model made of a study, by frame."""
+    rows = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id, Mask.model_id == model_id)
+                           .order_by(Mask.frame))
+    return [(frame, uri) for frame, uri in rows]
+
+
+def model_path_and_run(session: Session, study_id: int) -> tuple[str, str]:
+    """The model folder a study's run uses, and the run's name."""
+    path, run = session.execute(
+        select(Model.path, Run.name).join(Run, Run.model_id == Model.id).join(Study, Study.run_id == Run.id)
+        .where(Study.id == study_id)
+    ).one()
+    return path, run
+
+
+def run_name_of(session: Session, study_id: int) -> str:
+    """The name of the run a study belongs to."""
+    return session.execute(select(Run.name).join(Study, Study.run_id == Run.id)
+                           .where(Study.id == study_id)).scalar_one()
+
+
+def status_counts(session: Session, run: str) -> dict[str, int]:
+    """Studies of run ``run`` per status (only the statuses that occur)."""
+    rows = session.execute(select(Study.status, func.count()).join(Run, Run.id == Study.run_id)
+                           .where(Run.name == run).group_by(Study.status)).all()
+    return {str(status): count for status, count in rows}
