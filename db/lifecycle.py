@@ -1,7 +1,9 @@
 """A study's life in the record: queued -> running (leased) -> segmented -> done | failed.
 
 Every transition is one conditional UPDATE, so two workers can never both claim a study:
-the database decides, atomically, who got it.
+the database decides, atomically, who got it. Besides ``error`` (why it failed), a study keeps
+``warnings``: what its segmentation could not write besides the masks, one line each, cleared
+when it is claimed again.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, or_, select, update
+from sqlalchemy import CursorResult, Result, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.schema import Run, Study
@@ -35,7 +37,7 @@ def claim_study(session: Session, study_id: int, worker: str, lease_s: float) ->
         .where(or_(Study.status == StudyStatus.QUEUED,
                    (Study.status == StudyStatus.RUNNING) & (Study.lease_expires_at < moment)))
         .values(status=StudyStatus.RUNNING, worker=worker, attempts=Study.attempts + 1, started_at=moment,
-                lease_expires_at=moment + timedelta(seconds=lease_s), error=None)
+                lease_expires_at=moment + timedelta(seconds=lease_s), error=None, warnings=None)
         .execution_options(synchronize_session=False)
     )
     return _changed_one(result)
@@ -59,6 +61,16 @@ def record_segmentation(session: Session, study_id: int, *, ed: int | None, es: 
         update(Study).where(Study.id == study_id)
         .values(segmented_at=now(), ed_frame=ed, es_frame=es, phase_source=phase_source, load_s=load_s,
                 predict_s=predict_s, write_s=write_s)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def add_warning(session: Session, study_id: int, warning: str) -> None:
+    """Append one line to the study's ``warnings`` (its line breaks become spaces; at most 1000 characters)."""
+    line = " ".join(warning.split())[:1000]
+    session.execute(
+        update(Study).where(Study.id == study_id)
+        .values(warnings=func.coalesce(Study.warnings + "\n", "") + line)
         .execution_options(synchronize_session=False)
     )
 

@@ -35,6 +35,19 @@ def member(kind: type[E], value: object, where: str, what: str) -> E:
     raise RecordError(f"{where}: unknown {what} {value!r}; expected {expected}")
 
 
+def name_problem(name: str, limit: int) -> str | None:
+    """Why ``name`` (a run name, a patient identifier) cannot be recorded, or None: empty, longer than
+    ``limit`` characters, or holding control characters. Any other text (unicode, quotes, ``../``) is kept as
+    given; paths built from names encode them (:func:`heartseg.paths.key_part`)."""
+    if not name.strip():
+        return "is empty"
+    if len(name) > limit:
+        return f"has {len(name)} characters; the record keeps at most {limit}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds control characters"
+    return None
+
+
 def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else float(value)
 

@@ -51,6 +51,9 @@ def _enum(kind: type[enum.Enum], name: str) -> Enum:
                 values_callable=lambda members: [m.value for m in members], validate_strings=True)
 
 
+#: The longest run name, patient identifier or worker name the record keeps (characters).
+NAME_LENGTH = 200
+
 IntPK = Annotated[int, mapped_column(Integer, primary_key=True)]
 Created = Annotated[datetime, mapped_column(DateTime(timezone=True), server_default=func.now())]
 Ml = Annotated[float | None, mapped_column(Float)]
@@ -79,7 +82,7 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[IntPK]
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     source_uri: Mapped[str] = mapped_column(Text)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     frames: Mapped[Frames] = mapped_column(_enum(Frames, "run_frames"))
@@ -99,7 +102,7 @@ class Study(Base):
     id: Mapped[IntPK]
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     source_uri: Mapped[str] = mapped_column(Text)
-    patient_id: Mapped[str] = mapped_column(String(200))
+    patient_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
     pathology_group: Mapped[str | None] = mapped_column(String(32))
     height_cm: Mapped[float | None]
     weight_kg: Mapped[float | None]
@@ -110,8 +113,11 @@ class Study(Base):
     status: Mapped[StudyStatus] = mapped_column(_enum(StudyStatus, "study_status"), default=StudyStatus.QUEUED,
                                                 index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[str | None] = mapped_column(Text)
+    """What its segmentation could not write besides the masks (a DICOM SEG, storing SEGs back to a PACS),
+    one line each; NULL when nothing. The study goes on all the same."""
     attempts: Mapped[int] = mapped_column(default=0)
-    worker: Mapped[str | None] = mapped_column(String(200))
+    worker: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[Created]
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

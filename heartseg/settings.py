@@ -105,6 +105,22 @@ class Settings(BaseSettings):
         default=Path("../shared/data"),
         description="Folder holding the shared data sets (acdc/training, sunnybrook).",
     )
+    min_inplane_spacing_mm: float = Field(
+        default=0.1, gt=0, allow_inf_nan=False,
+        description="Smallest plausible in-plane voxel spacing (mm); a study with a finer one is refused.",
+    )
+    max_inplane_spacing_mm: float = Field(
+        default=20.0, gt=0, allow_inf_nan=False,
+        description="Largest plausible in-plane voxel spacing (mm); a study with a coarser one is refused.",
+    )
+    min_slice_spacing_mm: float = Field(
+        default=0.5, gt=0, allow_inf_nan=False,
+        description="Smallest plausible spacing between slices (mm); a study with a smaller one is refused.",
+    )
+    max_slice_spacing_mm: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False,
+        description="Largest plausible spacing between slices (mm); a study with a larger one is refused.",
+    )
 
     @model_validator(mode="after")
     def _redelivery_after_time_limit(self) -> Settings:
@@ -113,6 +129,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"HEARTSEG_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s:g}) must exceed HEARTSEG_TASK_TIME_LIMIT_S "
                 f"({self.task_time_limit_s:g}): otherwise Redis re-delivers a study that is still running")
+        return self
+
+    @model_validator(mode="after")
+    def _spacing_limits_ordered(self) -> Settings:
+        """Each plausible spacing range must be a range: minimum below maximum."""
+        for kind, low, high in (("INPLANE", self.min_inplane_spacing_mm, self.max_inplane_spacing_mm),
+                                ("SLICE", self.min_slice_spacing_mm, self.max_slice_spacing_mm)):
+            if not low < high:
+                raise ValueError(f"HEARTSEG_MIN_{kind}_SPACING_MM ({low:g}) must be below "
+                                 f"HEARTSEG_MAX_{kind}_SPACING_MM ({high:g})")
         return self
 
     @property

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from heartseg.errors import HeartSegError
+from heartseg.errors import HeartSegError, StudyError
+from heartseg.paths import inside, key_part
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,8 +41,17 @@ class LocalStore:
         self.root = Path(root).resolve()
 
     def put(self, key: str, data: bytes) -> str:
-        """Write atomically (temporary file, then rename), so a killed worker leaves no half file."""
-        target = self.root / key
+        """Write atomically (temporary file, then rename), so a killed worker leaves no half file.
+
+        Raises
+        ------
+        StorageError
+            When ``key`` would land outside the store's folder (``..``, an absolute path, a link).
+        """
+        try:
+            target = inside(self.root, key)
+        except StudyError as exc:
+            raise StorageError(f"result key {exc}") from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(data)
@@ -107,16 +116,14 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ResultStore:
     return LocalStore(uri.removeprefix("file://"))
 
 
-def safe_key_part(text: str) -> str:
-    """A name usable as one path segment of a key."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned or "unnamed"
-
-
 def mask_key(fingerprint: str, run: str, patient_id: str, frame: int) -> str:
-    """``masks/<fingerprint 16>/<run>/<patient>/<patient>_frame<NN>.nii.gz``: the documented key layout."""
-    patient = safe_key_part(patient_id)
-    return f"masks/{fingerprint[:16]}/{safe_key_part(run)}/{patient}/{patient}_frame{frame:02d}.nii.gz"
+    """``masks/<fingerprint 16>/<run>/<patient>/<patient>_frame<NN>.nii.gz``: the documented key layout.
+
+    The run name and the patient ID are each encoded as one segment by :func:`heartseg.paths.key_part`
+    (unchanged when plain, else ``<slug>~<hash>``), so different names never share a file.
+    """
+    patient = key_part(patient_id)
+    return f"masks/{key_part(fingerprint[:16])}/{key_part(run)}/{patient}/{patient}_frame{frame:02d}.nii.gz"
 
 
 def seg_key(fingerprint: str, run: str, patient_id: str, frame: int) -> str:

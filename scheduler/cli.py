@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer._click import Context as ClickContext  # the click that Typer bundles, whose Context its groups take
 from typer.core import TyperGroup
@@ -38,12 +39,12 @@ class HeartSegGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except HeartSegError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         except ValidationError as exc:
             problems = "; ".join(f"HEARTSEG_{'_'.join(map(str, e['loc'])).upper() or '*'}: {e['msg']}"
                                  for e in exc.errors())
-            err_console.print(f"[red]error:[/red] invalid settings: {problems}", highlight=False)
+            err_console.print(f"[red]error:[/red] invalid settings: {escape(problems)}", highlight=False)
             raise typer.Exit(2) from exc
 
 
@@ -94,7 +95,7 @@ def evaluate(
     console.print(structure_table(summarize(results), f"{pred} vs {ref}"))
     errors = [r for r in results if r.error]
     for result in errors:
-        err_console.print(f"[red]error[/red] {result.case}: {result.error}")
+        err_console.print(f"[red]error[/red] {escape(result.case)}: {escape(str(result.error))}", highlight=False)
     if errors:
         raise typer.Exit(1)
 
@@ -119,7 +120,7 @@ def reference_indices_command(
     console.print(group_table(summarize_by_group(results), title))
     for result in results:
         if result.error:
-            err_console.print(f"[red]error[/red] {result.patient}: {result.error}")
+            err_console.print(f"[red]error[/red] {escape(result.patient)}: {escape(result.error)}", highlight=False)
 
 
 @app.command()
@@ -129,8 +130,9 @@ def convert(
 ) -> None:
     """Convert a DICOM cine series to one 4D NIfTI, ordered by slice position and trigger time."""
     from heartseg.studies.dicom import load_dicom_cine, write_cine_nifti
+    from heartseg.studies.geometry import GeometryLimits
 
-    study = load_dicom_cine(dicom_dir)
+    study = load_dicom_cine(dicom_dir, limits=GeometryLimits.from_settings(get_settings()))
     write_cine_nifti(study, out)
     spacing = ", ".join(f"{s:.4g}" for s in study.spacing)
     console.print(f"wrote {out}: {study.shape} x {len(study.frames)} phases, spacing ({spacing}) mm")
@@ -159,6 +161,7 @@ def predict(
     no_tta: Annotated[bool, typer.Option("--no-tta", help="Disable mirroring test-time augmentation.")] = False,
 ) -> None:
     """Segment every NIfTI image in a folder with an nnU-Net v2 model, in this process."""
+    from heartseg.studies.geometry import GeometryLimits
     from heartseg.studies.nifti import is_nifti
 
     settings = get_settings()
@@ -169,12 +172,14 @@ def predict(
     segmenter = Segmenter.from_settings(settings, model_dir=model, use_mirroring=False if no_tta else None)
     with _progress() as progress:
         task = progress.add_task("segmenting", total=n_files)
-        results = predict_folder(segmenter, in_dir, out_dir, on_file=lambda _: progress.advance(task))
+        results = predict_folder(segmenter, in_dir, out_dir, on_file=lambda _: progress.advance(task),
+                                 limits=GeometryLimits.from_settings(settings))
     done = [r for r in results if r.output]
     console.print(f"segmented {len(done)} of {len(results)} images into {out_dir} (model {segmenter.fingerprint[:12]})")
     for result in results:
         if result.error:
-            err_console.print(f"[red]error[/red] {result.source.name}: {result.error}")
+            err_console.print(f"[red]error[/red] {escape(result.source.name)}: {escape(result.error)}",
+                              highlight=False)
     if len(done) < len(results):
         raise typer.Exit(1)
 
@@ -288,10 +293,12 @@ def _submit(settings: Settings, source: str, model: Path | None, run: str | None
 
     model_dir = model or settings.model_dir
     name = run or f"{Path(source.rstrip('/')).name}-{frames}"
-    sources = discover_studies(source, settings, Selection(tuple(studies or ()), series))
+    discovery = discover_studies(source, settings, Selection(tuple(studies or ()), series))
     engine = open_record(settings.database_url)
-    submission = submit_sources(engine, settings, name=name, source_uri=source, sources=sources,
+    submission = submit_sources(engine, settings, name=name, source_uri=source, sources=discovery.sources,
                                 model_dir=model_dir, frames=frames, force=force)
+    for entry, reason in [*discovery.skipped, *submission.refused]:
+        err_console.print(f"[yellow]skipped[/yellow] {escape(entry)}: {escape(reason)}", highlight=False)
     with _progress() as progress:
         task = progress.add_task("enqueueing", total=len(submission.study_ids))
         enqueue_segmentation(create_app(settings), submission.study_ids, on_sent=functools.partial(

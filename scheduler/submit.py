@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from db.records import RecordError, name_problem
+from db.schema import NAME_LENGTH
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
 from heartseg.enums import Frames
@@ -25,6 +27,9 @@ class Submission:
     fingerprint: str
     study_ids: list[int]
     skipped: list[str]
+    """Sources already done by this model (not enqueued again without ``force``)."""
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """``(source, reason)`` of studies that cannot be recorded (their name is too long, ...)."""
 
 
 def study_name(source: str) -> str:
@@ -48,14 +53,30 @@ def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple
 
 def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri: str, sources: Sequence[str],
                    model_dir: Path, frames: Frames = Frames.ED_ES, force: bool = False) -> Submission:
-    """Record run ``name`` and its studies as queued, skipping those this model has already done."""
+    """Record run ``name`` and its studies as queued, skipping those this model has already done.
+
+    A study whose name cannot be recorded is refused (listed in :attr:`Submission.refused`); the rest
+    of the cohort is recorded.
+
+    Raises
+    ------
+    RecordError
+        When the run name itself cannot be recorded.
+    """
+    problem = name_problem(name, NAME_LENGTH)
+    if problem:
+        raise RecordError(f"run name {name[:60]!r}{'...' if len(name) > 60 else ''} {problem}")
     model_id, fingerprint = register_model(engine, settings, model_dir)
+    key = settings.pseudonymize_key
+    names = {s: pseudonym(study_name(s), key) for s in sources}
+    refused = [(s, f"study name {n[:60]!r}{'...' if len(n) > 60 else ''} {problem}") for s, n in names.items()
+               if (problem := name_problem(n, NAME_LENGTH))]
+    refused_sources = {s for s, _ in refused}
+    accepted = [s for s in sources if s not in refused_sources]
     with session_scope(engine) as session:
         run_id = ensure_run(session, name=name, source_uri=source_uri, model_id=model_id, frames=frames)
-        done = set() if force else done_source_uris(session, fingerprint, sources)
+        done = set() if force else done_source_uris(session, fingerprint, accepted)
         skipped = sorted(done)
-        todo = [s for s in sources if s not in done]
-        key = settings.pseudonymize_key
-        ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": pseudonym(study_name(s), key)}
-                                            for s in todo])
-    return Submission(run_id, model_id, fingerprint, ids, skipped)
+        todo = [s for s in accepted if s not in done]
+        ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": names[s]} for s in todo])
+    return Submission(run_id, model_id, fingerprint, ids, skipped, refused)

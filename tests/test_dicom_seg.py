@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from db.schema import Mask, Study
+from db.schema import CardiacIndex, Mask, Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
@@ -23,7 +23,7 @@ from scheduler.submit import submit_sources
 from tests.test_dicom import copy_series, series_dir  # noqa: F401 - the fixture
 from tests.test_models import fake_model
 from workers.dicom_seg import build_seg, encode_seg, read_sources, referenced_instances, seg_labels
-from workers.pipeline import ModelInfo, segment_stage
+from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
 from workers.stage_context import StageContext
 
 FINGERPRINT = "6deea776f5efab5f" * 4
@@ -115,6 +115,13 @@ def test_segment_stage_writes_a_seg_beside_each_mask(sqlite_url: str, series_dir
         nifti = np.asarray(nib.load(mask.uri).dataobj)
         assert np.array_equal(seg_labels(seg, uids), nifti)
         assert nifti.any() and set(np.unique(nifti)) == {0, 1, 2, 3}
+
+    # the heart rate in the DICOM headers (median 79 bpm) gives the cardiac output
+    evaluate_stage(ctx, submission.study_ids[0])
+    with session_scope(engine) as session:
+        index = session.execute(select(CardiacIndex)).scalar_one()
+    assert study.info.heart_rate_bpm == 79.0
+    assert index.lv_cardiac_output_l_min == pytest.approx(index.lv_sv_ml * 79.0 / 1000)
 
 
 def test_seg_passes_dciodvfy(series_dir: Path, tmp_path: Path) -> None:  # noqa: F811

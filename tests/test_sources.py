@@ -20,6 +20,7 @@ from heartseg.errors import StudyError
 from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.sources import (
+    Discovery,
     Selection,
     StudySource,
     discover_studies,
@@ -46,12 +47,12 @@ class MemorySource(StudySource):
         self.fetched: list[str] = []
         self.released: list[str] = []
 
-    def discover(self, uri: str, selection: Selection) -> list[str]:
+    def discover(self, uri: str, selection: Selection) -> Discovery:
         self.check_selection(uri, selection)
         found = sorted({key.rsplit("/", 1)[0] for key in self.objects if key.startswith(uri.rstrip("/") + "/")})
         if not found:
             raise StudyError(uri, "no studies in memory")
-        return found
+        return Discovery(found)
 
     def _copy(self, source: str) -> Path:
         return self.cache_dir / "mem" / source.removeprefix("mem://")
@@ -94,7 +95,7 @@ def test_a_registered_scheme_runs_studies_through_both_stages(memory: tuple[Memo
     for folder in folders:  # the studies now exist only in memory
         shutil.rmtree(folder)
     settings = Settings(trusted_model_roots=[tmp_path / "models"], cache_dir=tmp_path / "cache")
-    found = discover_studies("mem://cohort", settings)
+    found = discover_studies("mem://cohort", settings).sources
     assert found == ["mem://cohort/phantom001", "mem://cohort/phantom002"]
 
     engine = open_record(sqlite_url)
@@ -152,4 +153,4 @@ def test_schemes_are_resolved_by_uri(tmp_path: Path) -> None:
     write_cohort(cohort, 1, seed=1)
     with pytest.raises(StudyError, match="--study and --series apply to dicomweb:// sources only"):
         discover_studies(str(cohort), settings, Selection(studies=("1.2.3",)))
-    assert discover_studies(f"file://{cohort}", settings) == [str((cohort / "phantom001").resolve())]
+    assert discover_studies(f"file://{cohort}", settings).sources == [str((cohort / "phantom001").resolve())]

@@ -60,10 +60,11 @@ def test_plain_3d_nifti_is_one_frame_with_reference(tmp_path: Path) -> None:
 
 
 def test_plain_4d_nifti_is_one_frame_per_phase(tmp_path: Path) -> None:
-    data = np.stack([np.full((6, 6, 3), t, np.int16) for t in range(5)], axis=-1)
+    ramp = np.arange(6 * 6 * 3, dtype=np.int16).reshape(6, 6, 3)  # every phase has signal (a constant one is refused)
+    data = np.stack([ramp + 1000 * t for t in range(5)], axis=-1)
     study = load_nifti_study(write_nifti(tmp_path / "cine.nii.gz", data))
     assert study.frame_numbers == (1, 2, 3, 4, 5)
-    assert [float(f.image[0, 0, 0]) for f in study.frames] == [0, 1, 2, 3, 4]
+    assert [float(f.image[0, 0, 0]) for f in study.frames] == [0, 1000, 2000, 3000, 4000]
 
 
 @pytest.mark.acdc
@@ -72,7 +73,7 @@ def test_raw_dataset_studies_are_discovered_and_opened(tmp_path: Path, acdc_root
     from heartseg.studies import open_study
 
     folder = _raw_dataset(tmp_path, acdc_root, ["patient001", "patient090"])
-    sources = discover_local(folder)
+    sources = discover_local(folder).sources
     assert sources == [f"{folder.resolve()}#patient001", f"{folder.resolve()}#patient090"]
     study = open_study(sources[1])
     assert study.study_id == "patient090" and study.frame_numbers == (4, 11)

@@ -18,10 +18,16 @@ concept of a ventricle's cavity in DICOM's segmentation context groups.
 UIDs are derived from the source series, the model fingerprint and the frame, so writing
 the same segmentation again (a re-delivered task) makes the same instance, and a PACS
 keeps one copy.
+
+Scanners write the direction cosines of one stack's slices with differences in the last
+decimals; the cine reader takes them as one orientation within ``ORIENTATION_TOLERANCE``,
+and so does the SEG (highdicom wants them equal): its source images all carry the first
+slice's orientation, on copies of the datasets.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import warnings
@@ -38,7 +44,7 @@ from pydicom.uid import generate_uid
 
 from heartseg.errors import StudyError
 from heartseg.labels import Structure
-from heartseg.studies.dicom import read_dataset
+from heartseg.studies.dicom import ORIENTATION_TOLERANCE, read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +139,37 @@ def build_seg(labels: np.ndarray, sources: Sequence[pydicom.Dataset], *, fingerp
     if n_slices != len(sources) or any((int(ds.Rows), int(ds.Columns)) != (rows, columns) for ds in sources):
         raise StudyError(getattr(sources[0], "filename", ""), f"label map {labels.shape} does not fit "
                          f"{len(sources)} source images of {sources[0].Rows}x{sources[0].Columns}")
+    sources = shared_orientation(sources)
     pixel_array = np.ascontiguousarray(np.transpose(labels, (2, 1, 0))).astype(np.uint8)  # (slice, row, column)
     series_uid, instance_uid = seg_uids(str(sources[0].SeriesInstanceUID), fingerprint, frame)
     # highdicom warns about odd patient names quoting the name: never let a patient's name reach a log.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _segmentation(pixel_array, sources, fingerprint, frame, version, series_uid, instance_uid)
+
+
+def shared_orientation(sources: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """The source images with one ImageOrientationPatient, the first's, where every other differs from it by
+    at most ``ORIENTATION_TOLERANCE`` (the cine reader's tolerance); a source that needs it is copied, never
+    changed. :class:`StudyError` naming the file when one differs by more.
+    """
+    reference = sources[0].get("ImageOrientationPatient")
+    if reference is None:
+        return list(sources)  # nothing to share; highdicom says what is missing
+    first = np.asarray([float(v) for v in reference])
+    shared = []
+    for dataset in sources:
+        orientation = dataset.get("ImageOrientationPatient")
+        cosines = np.asarray([float(v) for v in orientation]) if orientation is not None else None
+        if cosines is None or cosines.shape != first.shape or not np.allclose(cosines, first,
+                                                                              atol=ORIENTATION_TOLERANCE):
+            raise StudyError(getattr(dataset, "filename", "") or "", "ImageOrientationPatient differs from the "
+                             f"first slice's by more than {ORIENTATION_TOLERANCE}; the images are not one stack")
+        if list(orientation) != list(reference):
+            dataset = copy.deepcopy(dataset)
+            dataset.ImageOrientationPatient = copy.deepcopy(reference)
+        shared.append(dataset)
+    return shared
 
 
 def _segmentation(pixel_array: np.ndarray, sources: Sequence[pydicom.Dataset], fingerprint: str, frame: int,

@@ -4,6 +4,10 @@
 the masks, record them. ``evaluate_stage`` (CPU queue): read the masks back with the
 references, compute metrics and cardiac indices, record them, mark the study done.
 Both are idempotent: every write is an upsert keyed by (study, model, frame[, structure]).
+
+The masks are the stage's product; the DICOM SEGs and storing them back to a PACS are optional
+outputs: when one of those fails, the masks are recorded all the same, the study goes on to its
+evaluation, and the failure is recorded against it (``studies.warnings``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from db.lifecycle import (
+    add_warning,
     claim_study,
     mark_done,
     mark_failed,
@@ -28,6 +33,8 @@ from db.lifecycle import (
     study_with_run,
 )
 from db.reads import study_masks
+from db.records import name_problem
+from db.schema import NAME_LENGTH
 from db.session import session_scope
 from db.writes import record_indices, record_mask, record_metrics
 from heartseg.enums import Frames, IndexSource, PhaseSource, StudyStatus
@@ -36,6 +43,7 @@ from heartseg.labels import Structure, frame_phase
 from heartseg.privacy import pseudonym
 from heartseg.sources import StudySource, load_study
 from heartseg.storage import StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
+from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Study as LoadedStudy
 from workers.indices import cardiac_indices, find_ed_es
 from workers.lease_keeper import lease_kept
@@ -113,9 +121,11 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
     ``segmented``. Killed before the enqueue, the lease expires and the study is segmented
     again (the same rows, upserted); killed after it, the evaluation finishes the study.
 
-    Bad input marks the study failed with the reason (no retry). A study that another
-    worker holds, or that is already past this stage, is left alone (False). While the
-    frames are segmented, ``renew`` is called every third of the lease (``settings.lease_s``).
+    Bad input marks the study failed with the reason (no retry). A DICOM SEG that cannot be made,
+    or a PACS that does not take the SEGs back, is a warning recorded with the masks (see
+    :func:`write_segs`). A study that another worker holds, or that is already past this stage, is
+    left alone (False). While the frames are segmented, ``renew`` is called every third of the
+    lease (``settings.lease_s``).
     """
     engine, lease_s = ctx.engine, ctx.settings.lease_s
     with session_scope(engine) as session:
@@ -129,7 +139,7 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
         with lease_kept(renew, lease_s / 3):
             result = _segment_frames(ctx, source, source_uri, frames, model, run_name)
     except StudyError as exc:
-        return _failed(ctx, study_id, run_name, exc)
+        return record_failure(ctx, study_id, run_name, exc)
     finally:
         source.release(source_uri)
     study, labels, masks, segs = result.study, result.labels, result.masks, result.segs
@@ -153,6 +163,8 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
                         seg_sha256=seg_sha256)
         record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=result.load_s,
                             predict_s=result.predict_s, write_s=result.write_s)
+        for warning in result.warnings:
+            add_warning(session, study_id, warning)
     if enqueue_evaluation is not None:
         enqueue_evaluation()
     with session_scope(engine) as session:
@@ -174,6 +186,7 @@ class _Segmented:
     load_s: float
     predict_s: float
     write_s: float
+    warnings: list[str]
 
 
 def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, frames: Frames, model: ModelInfo,
@@ -186,10 +199,13 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
     masks (overlapped with the forward passes when pipelined) plus the SEGs after.
     """
     started = time.perf_counter()
-    study = load_study(source, source_uri, cine=frames is Frames.ALL)
+    study = load_study(source, source_uri, cine=frames is Frames.ALL, limits=GeometryLimits.from_settings(ctx.settings))
     load_s = time.perf_counter() - started
     observe_stage("load", load_s)
     name = pseudonym(study.info.patient_id, ctx.settings.pseudonymize_key)
+    problem = name_problem(name, NAME_LENGTH)
+    if problem:
+        raise StudyError(source_uri, f"the patient name {name[:60]!r}{'...' if len(name) > 60 else ''} {problem}")
     numbers = frames_to_segment(study, frames)
     masks: list[tuple[int, str, str]] = []
     write_s = 0.0
@@ -208,14 +224,26 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
     predict_s = time.perf_counter() - t0
     labels = dict(zip(numbers, segmented, strict=True))
     t0 = time.perf_counter()
-    segs = write_segs(ctx, study, labels, model.fingerprint, run_name, name, source, source_uri)
+    written = write_segs(ctx, study, labels, model.fingerprint, run_name, name, source, source_uri)
     write_s += time.perf_counter() - t0
     observe_stage("write", write_s)
-    return _Segmented(study, name, labels, masks, segs, load_s, predict_s, write_s)
+    return _Segmented(study, name, labels, masks, written.segs, load_s, predict_s, write_s, written.warnings)
 
 
-def _failed(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
-    """Record bad input against the study (no retry); False: nothing follows."""
+def refuse_study(ctx: StageContext, study_id: int, exc: HeartSegError, *, worker: str) -> bool:
+    """Fail a study that cannot be segmented at all (its model cannot be loaded), if it is still to be done:
+    claimed like any study first, so one that is held elsewhere or finished is left alone (False)."""
+    with session_scope(ctx.engine) as session:
+        if not claim_study(session, study_id, worker, ctx.settings.lease_s):
+            return False
+        _, run = study_with_run(session, study_id)
+        run_name = run.name
+    record_failure(ctx, study_id, run_name, exc)
+    return True
+
+
+def record_failure(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
+    """Record bad input (or a model that cannot be loaded) against the study: no retry; False: nothing follows."""
     with session_scope(ctx.engine) as session:
         mark_failed(session, study_id, str(exc))
     count_study(run_name, StudyStatus.FAILED)
@@ -223,25 +251,69 @@ def _failed(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError,
     return False
 
 
+@dataclass
+class WrittenSegs:
+    """What :func:`write_segs` wrote: ``{frame: (uri, sha256)}`` of each SEG, and what it could not write."""
+
+    segs: dict[int, tuple[str, str]]
+    warnings: list[str]
+
+
 def write_segs(ctx: StageContext, study: LoadedStudy, labels: dict[int, np.ndarray], fingerprint: str,
-               run_name: str, name: str, source: StudySource, source_uri: str) -> dict[int, tuple[str, str]]:
+               run_name: str, name: str, source: StudySource, source_uri: str) -> WrittenSegs:
     """For a DICOM study, each frame's mask as a DICOM SEG beside its NIfTI (and stored back where the study
-    came from, where its source keeps them: a PACS); ``{frame: (uri, sha256)}``, empty for other studies."""
+    came from, where its source keeps them: a PACS); nothing for other studies.
+
+    The SEGs are optional outputs, so their failures are warnings, not errors: a frame whose SEG
+    cannot be made (highdicom refuses its source images, whatever the exception) gets none, and the
+    warning names the frames and why; a STOW-RS that fails (a PACS that refuses the SEGs, or does not
+    answer: :class:`~heartseg.sources.dicomweb.PacsError`, transient elsewhere, is not retried here, since
+    the masks are safe and retrying would segment the study again) is a warning too. Writing a SEG to the
+    results store is not optional: a :class:`StorageError` there propagates (transient, the task retries).
+    """
     if not study.dicom_files:
-        return {}
+        return WrittenSegs({}, [])
     from heartseg import __version__
     from workers.dicom_seg import build_seg, encode_seg, read_sources
 
     segs, payloads = {}, []
+    refused: dict[str, list[int]] = {}
     for number, frame_labels in labels.items():
-        sources = read_sources(study.dicom_files[number])
-        data = encode_seg(build_seg(frame_labels, sources, fingerprint=fingerprint, frame=number,
-                                    version=__version__))
+        try:
+            sources = read_sources(study.dicom_files[number])
+            data = encode_seg(build_seg(frame_labels, sources, fingerprint=fingerprint, frame=number,
+                                        version=__version__))
+        except Exception as exc:  # an optional output: any refusal is recorded, the masks stay
+            refused.setdefault(_reason(exc), []).append(number)
+            continue
         segs[number] = (ctx.store.put(seg_key(fingerprint, run_name, name, number), data), sha256_hex(data))
         payloads.append(data)
-    if source.store_back(source_uri, payloads):
-        logger.info("stored %d SEG instances back to %s", len(payloads), source_uri)
-    return segs
+    warnings = [f"DICOM SEG not written for {_frames_text(numbers)}: {reason}" for reason, numbers in refused.items()]
+    if payloads:
+        try:
+            if source.store_back(source_uri, payloads):
+                logger.info("stored %d SEG instances back to %s", len(payloads), source_uri)
+        except Exception as exc:  # PacsError, a refusal (StudyError) or the client's own error
+            warnings.append(f"DICOM SEGs not stored back to the source: {_reason(exc)}")
+    for warning in warnings:
+        logger.warning("%s: %s", source_uri, warning)
+    return WrittenSegs(segs, warnings)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line of a warning: its type and message."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:1000]
+
+
+def _frames_text(numbers: Sequence[int]) -> str:
+    """``frame 3``, or ``frames 1-20`` for a run, else ``frames 1, 4, 7``."""
+    ordered = sorted(numbers)
+    if len(ordered) == 1:
+        return f"frame {ordered[0]}"
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"frames {ordered[0]}-{ordered[-1]}"
+    return "frames " + ", ".join(map(str, ordered))
 
 
 def evaluate_stage(ctx: StageContext, study_id: int) -> None:
@@ -254,7 +326,7 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
     source = ctx.source(source_uri)
     try:
         try:
-            study = load_study(source, source_uri, cine=False)
+            study = load_study(source, source_uri, cine=False, limits=GeometryLimits.from_settings(ctx.settings))
         finally:
             source.release(source_uri)  # pixels and references are in memory now
         predicted = {frame: decode_mask(ctx.store.get(uri))[0] for frame, uri in masks}
@@ -275,7 +347,7 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
     except StorageError:
         raise  # the results store was unreachable: transient, the task retries it
     except HeartSegError as exc:
-        _failed(ctx, study_id, run_name, exc, stage="evaluation")
+        record_failure(ctx, study_id, run_name, exc, stage="evaluation")
         return
     observe_stage("metrics", metrics_s)
     count_study(run_name, StudyStatus.DONE)
@@ -285,13 +357,13 @@ def _record_indices(session: Session, study_id: int, model_id: int, study: Loade
                     predicted: dict[int, np.ndarray], ed: int | None, es: int | None) -> None:
     if ed is None or es is None or ed not in predicted or es not in predicted:
         return
-    height, weight = study.info.height_cm, study.info.weight_kg
+    body = {"height_cm": study.info.height_cm, "weight_kg": study.info.weight_kg,
+            "heart_rate_bpm": study.info.heart_rate_bpm}
     stated = study.ed is not None  # else ED and ES were found from the LV volumes, and are found again
     pred = cardiac_indices(predicted, study.spacing, ed_frame=ed if stated else None, es_frame=es if stated else None,
-                           height_cm=height, weight_kg=weight)
+                           **body)
     record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.PRED, indices=pred.as_dict())
     references = {f.number: f.reference for f in study.frames_with_reference() if f.reference is not None}
     if ed in references and es in references:
-        ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, height_cm=height,
-                              weight_kg=weight)
+        ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, **body)
         record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.REF, indices=ref.as_dict())

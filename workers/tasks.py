@@ -22,10 +22,11 @@ from db.lifecycle import renew_lease
 from db.reads import model_path_and_run, run_name_of
 from db.session import session_scope
 from heartseg.logs import log_context
+from heartseg.models import ModelError
 from heartseg.settings import get_settings
 from heartseg.storage import StorageError
 from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK
-from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.pipeline import ModelInfo, evaluate_stage, refuse_study, segment_stage
 from workers.stage_context import StageContext
 
 logger = logging.getLogger(__name__)
@@ -76,9 +77,13 @@ def segment_study(self: StudyTask, study_id: int) -> None:
 
 
 def _segment(self: StudyTask, study_id: int, path: str) -> None:
-    segmenter = self.segmenter_for(path)
     ctx = self.context
     worker = self.request.hostname or "worker"
+    try:
+        segmenter = self.segmenter_for(path)
+    except ModelError as exc:  # every study of the run fails the same way: the reason is recorded on each
+        refuse_study(ctx, study_id, exc, worker=worker)
+        return
 
     def renew() -> None:
         with session_scope(ctx.engine) as session:

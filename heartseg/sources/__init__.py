@@ -19,15 +19,15 @@ from collections.abc import Callable
 
 from heartseg.errors import StudyError
 from heartseg.settings import Settings
-from heartseg.sources.base import Selection, StudySource
+from heartseg.sources.base import Discovery, Selection, StudySource
 from heartseg.sources.dicomweb import DicomWebSource
 from heartseg.sources.local import LocalSource
 from heartseg.sources.s3 import S3Source
-from heartseg.studies import open_study
+from heartseg.studies import GeometryLimits, open_study
 from heartseg.studies.model import Study
 
-__all__ = ["Selection", "SourceFactory", "StudySource", "discover_studies", "load_study", "register_source",
-           "scheme_of", "source_for", "unregister_source"]
+__all__ = ["Discovery", "Selection", "SourceFactory", "StudySource", "discover_studies", "load_study",
+           "register_source", "scheme_of", "source_for", "unregister_source"]
 
 #: Builds a scheme's source from the process's settings (cache folder, endpoints, credentials).
 SourceFactory = Callable[[Settings], StudySource]
@@ -79,11 +79,15 @@ def source_for(uri: str, settings: Settings) -> StudySource:
     return _FACTORIES[scheme](settings)
 
 
-def discover_studies(uri: str, settings: Settings, selection: Selection | None = None) -> list[str]:
+def discover_studies(uri: str, settings: Settings, selection: Selection | None = None) -> Discovery:
     """The study sources under a folder, a bucket prefix, a PACS, ... (see :meth:`StudySource.discover`)."""
     return source_for(uri, settings).discover(uri, selection or Selection())
 
 
-def load_study(source: StudySource, uri: str, *, cine: bool) -> Study:
-    """Fetch a study and read it; the caller releases it (:meth:`StudySource.release`) when done."""
-    return open_study(source.fetch(uri), cine=cine)
+def load_study(source: StudySource, uri: str, *, cine: bool, limits: GeometryLimits | None = None) -> Study:
+    """Fetch a study and read it; the caller releases it (:meth:`StudySource.release`) when done.
+
+    ``limits`` is the plausible voxel spacing (default: the settings' defaults); a stage passes
+    ``GeometryLimits.from_settings(ctx.settings)``.
+    """
+    return open_study(source.fetch(uri), cine=cine, limits=limits)

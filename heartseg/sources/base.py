@@ -22,6 +22,17 @@ class Selection:
         return bool(self.studies) or self.series is not None
 
 
+@dataclass(frozen=True)
+class Discovery:
+    """What :meth:`StudySource.discover` found under a URI."""
+
+    sources: list[str]
+    """The studies' sources, sorted."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(entry, reason)`` for each entry looked at and not taken as a study (a folder without ``Info.cfg``,
+    an empty file, an object key that would leave the cache, ...), so that nothing is left out unseen."""
+
+
 class StudySource(abc.ABC):
     """One storage scheme (a folder, ``s3://``, ``dicomweb://``, ...).
 
@@ -34,8 +45,8 @@ class StudySource(abc.ABC):
     selects: bool = False
 
     @abc.abstractmethod
-    def discover(self, uri: str, selection: Selection) -> list[str]:
-        """The sources of the studies under ``uri``, sorted.
+    def discover(self, uri: str, selection: Selection) -> Discovery:
+        """The sources of the studies under ``uri``, and the entries skipped with the reason.
 
         Raises
         ------

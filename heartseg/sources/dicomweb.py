@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from heartseg.errors import StudyError
-from heartseg.sources.base import Selection, StudySource
+from heartseg.paths import inside, key_part
+from heartseg.sources.base import Discovery, Selection, StudySource
 from heartseg.sources.s3 import remove_copy
-from heartseg.storage import StorageError, safe_key_part
+from heartseg.storage import StorageError
 from heartseg.studies.dicom import lenient_pydicom
 
 if TYPE_CHECKING:
@@ -157,8 +158,9 @@ def _all_mr_studies(uri: str, client: DICOMwebClient, page: int = 500) -> list[s
 
 
 def cached_series(uri: str, cache_dir: Path) -> Path:
-    """The folder a source's series is downloaded to in ``cache_dir``."""
-    return cache_dir / "dicomweb" / safe_key_part(parse_source(uri).series_uid or "none")
+    """The folder a source's series is downloaded to: ``<cache_dir>/dicomweb/<series UID>``, the UID encoded
+    as one segment by :func:`heartseg.paths.key_part` (a UID ``..`` gets a folder of its own, inside)."""
+    return inside(cache_dir, "dicomweb", key_part(parse_source(uri).series_uid or ""))
 
 
 def fetch_series(uri: str, cache_dir: Path, *, auth: str | None = None) -> Path:
@@ -207,17 +209,22 @@ class DicomWebSource(StudySource):
         self.cache_dir = cache_dir
         self.auth = auth
 
-    def discover(self, uri: str, selection: Selection) -> list[str]:
+    def discover(self, uri: str, selection: Selection) -> Discovery:
         """See :func:`discover_dicomweb`."""
-        return discover_dicomweb(uri, selection.studies, series_uid=selection.series, auth=self.auth)
+        return Discovery(discover_dicomweb(uri, selection.studies, series_uid=selection.series, auth=self.auth))
 
     def fetch(self, source: str) -> str:
         """See :func:`fetch_series`."""
         return str(fetch_series(source, self.cache_dir, auth=self.auth))
 
     def release(self, source: str) -> None:
-        """Delete the fetched series."""
-        remove_copy(cached_series(source, self.cache_dir))
+        """Delete the fetched series (only ever a folder inside the cache; nothing for a source that was
+        refused, so nothing was fetched)."""
+        try:
+            folder = cached_series(source, self.cache_dir)
+        except StudyError:
+            return
+        remove_copy(folder)
 
     def store_back(self, source: str, payloads: Sequence[bytes]) -> bool:
         """See :func:`store_instances`."""

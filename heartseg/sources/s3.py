@@ -1,17 +1,33 @@
-"""Studies in S3 (``s3://bucket/prefix``): find them under a prefix, fetch one to a local folder to read it."""
+"""Studies in S3 (``s3://bucket/prefix``): find them under a prefix, fetch one to a local folder to read it.
+
+Object keys are input: a key that cannot be mapped onto folders as it is (``..`` or ``.`` segments, a
+leading ``/``, ``//``, a backslash, NUL; see :func:`heartseg.paths.check_object_key`) is never
+downloaded. Discovery keeps going past such keys: a study whose key is bad is returned like any
+other and fails when fetched, with a :class:`StudyError` naming the key (so it is recorded against
+that study and the rest of the cohort goes on); a key holding NUL, which the record cannot store,
+is listed in :attr:`Discovery.skipped` instead.
+
+A study is downloaded to ``<cache>/s3/<bucket>/<folders of its key>/<its name>``, the bucket and
+the folders each encoded as one segment by :func:`heartseg.paths.key_part`: the name the readers
+see is the key's own last segment, and two studies never share or nest in each other's folder.
+"""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heartseg.errors import StudyError
-from heartseg.sources.base import Selection, StudySource
-from heartseg.storage import s3_client, safe_key_part, split_s3_uri
+from heartseg.paths import check_object_key, inside, key_part, printable
+from heartseg.sources.base import Discovery, Selection, StudySource
+from heartseg.storage import s3_client, split_s3_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
 
 INFO_FILE = "Info.cfg"
 
@@ -26,13 +42,25 @@ def _keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
 
 def discover_s3(uri: str, endpoint_url: str | None = None) -> list[str]:
     """ACDC patient folders (prefixes holding an ``Info.cfg``), DICOM series (prefixes holding
-    ``.dcm`` files) and NIfTI files under ``uri``."""
+    ``.dcm`` files) and NIfTI files under ``uri`` (see :func:`discover_s3_entries`)."""
+    return discover_s3_entries(uri, endpoint_url).sources
+
+
+def discover_s3_entries(uri: str, endpoint_url: str | None = None) -> Discovery:
+    """The studies under ``uri`` (see :func:`discover_s3`), and the keys skipped with the reason.
+
+    A study under a key that :func:`fetch` will refuse (``..``, ``//``, ...) is kept: it fails
+    with the reason when a worker fetches it. Keys holding NUL are skipped here (the record cannot
+    store them).
+    """
     bucket, prefix = split_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     try:
-        keys = _keys(s3_client(endpoint_url), bucket, prefix)
+        listed = _keys(s3_client(endpoint_url), bucket, prefix)
     except Exception as exc:
         raise StudyError(uri, f"cannot list the bucket ({exc})") from exc
+    keys = [k for k in listed if "\x00" not in k]
+    skipped = [(printable(f"s3://{bucket}/{k}"), "object key holds a NUL character") for k in listed if "\x00" in k]
     patients = sorted({k.rsplit("/", 1)[0] for k in keys if k.endswith("/" + INFO_FILE) or k == INFO_FILE})
     in_patient = tuple(p + "/" for p in patients)
     files = sorted(k for k in keys if k.endswith((".nii.gz", ".nii")) and not k.startswith(in_patient)
@@ -41,39 +69,55 @@ def discover_s3(uri: str, endpoint_url: str | None = None) -> list[str]:
     found = [f"s3://{bucket}/{p}" for p in (*patients, *series)] + [f"s3://{bucket}/{k}" for k in files]
     if not found:
         raise StudyError(uri, "no studies found (ACDC patient folders with Info.cfg, DICOM .dcm series, "
-                              "or NIfTI files)")
-    return found
+                              f"or NIfTI files){f'; skipped {len(skipped)} keys holding NUL' if skipped else ''}")
+    for source in found:
+        try:
+            check_object_key(split_s3_uri(source)[1], where=source)
+        except StudyError as exc:
+            logger.warning("%s (the study will fail when fetched)", exc)
+    return Discovery(found, skipped)
 
 
 def _s3_target(uri: str, cache_dir: Path) -> Path:
+    """Where the study ``uri`` is downloaded in ``cache_dir``; StudyError for a key that is refused."""
     bucket, key = split_s3_uri(uri)
-    return cache_dir / safe_key_part(bucket) / key
+    key = check_object_key(key.removesuffix("/"), where=uri)
+    folders, _, name = key.rpartition("/")
+    return inside(cache_dir, "s3", key_part(bucket), key_part(folders), name)
 
 
 def fetch(uri: str, cache_dir: Path, endpoint_url: str | None = None) -> Path:
     """Download an S3 study (a patient prefix or one file) into ``cache_dir``; returns the local path.
 
+    Every key is checked before anything is written (:func:`heartseg.paths.check_object_key`), and
+    every file lands inside ``cache_dir``.
+
     Raises
     ------
     StudyError
-        When the objects cannot be listed or downloaded (a key that is not there, no access).
+        When the objects cannot be listed or downloaded (a key that is not there, no access), or a
+        key (the study's or one of its objects') is refused; the message names the key.
     """
-    bucket, key = split_s3_uri(uri)
-    client = s3_client(endpoint_url)
     target = _s3_target(uri, cache_dir)
+    bucket, key = split_s3_uri(uri)
+    key = key.removesuffix("/")
+    client = s3_client(endpoint_url)
     try:
         if key.endswith((".nii.gz", ".nii")):
             target.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(target))
             return target
-        keys = [k for k in _keys(client, bucket, key.rstrip("/") + "/") if "/" not in k[len(key) + 1:]]
+        # the prefix's own objects; a zero-byte "folder/" marker holds nothing
+        keys = [k for k in _keys(client, bucket, key + "/") if k != key + "/" and "/" not in k[len(key) + 1:]]
         if not keys:
             raise StudyError(uri, "no objects under this prefix")
+        files = [(k, inside(target, check_object_key(k, where=f"s3://{bucket}/{k}").rsplit("/", 1)[-1]))
+                 for k in keys]
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for object_key in keys:
-            client.download_file(bucket, object_key, str(target / object_key.rsplit("/", 1)[-1]))
+        for object_key, path in files:
+            client.download_file(bucket, object_key, str(path))
     except StudyError:
         raise
     except Exception as exc:
@@ -88,18 +132,26 @@ class S3Source(StudySource):
         self.cache_dir = cache_dir
         self.endpoint_url = endpoint_url
 
-    def discover(self, uri: str, selection: Selection) -> list[str]:
-        """See :func:`discover_s3`."""
+    def discover(self, uri: str, selection: Selection) -> Discovery:
+        """See :func:`discover_s3_entries`."""
         self.check_selection(uri, selection)
-        return discover_s3(uri, self.endpoint_url)
+        return discover_s3_entries(uri, self.endpoint_url)
 
     def fetch(self, source: str) -> str:
         """See :func:`fetch`."""
         return str(fetch(source, self.cache_dir, self.endpoint_url))
 
     def release(self, source: str) -> None:
-        """Delete the downloaded copy, so a cohort of thousands of studies does not fill the worker's disk."""
-        remove_copy(_s3_target(source, self.cache_dir))
+        """Delete the downloaded copy, so a cohort of thousands of studies does not fill the worker's disk.
+
+        Only a folder or file inside the cache is ever deleted; for a refused key there is nothing
+        to delete (it was never fetched), and nothing is raised.
+        """
+        try:
+            target = _s3_target(source, self.cache_dir)
+        except StudyError:
+            return
+        remove_copy(target)
 
 
 def remove_copy(path: Path) -> None:

@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from heartseg.errors import StudyError
+from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Frame, Study, StudyInfo
-from heartseg.studies.nifti import Volume, as_image, as_labels, check_same_grid, read_volume
+from heartseg.studies.nifti import AFFINE_TOLERANCE_MM, Volume, as_image, as_labels, check_same_grid, read_volume
 
 INFO_FILE = "Info.cfg"
 REQUIRED_FIELDS = ("ED", "ES", "Group", "Height", "Weight", "NbFrame")
@@ -84,7 +85,7 @@ def is_acdc_patient(folder: Path) -> bool:
     return (folder / INFO_FILE).is_file()
 
 
-def load_acdc_patient(folder: str | Path, *, cine: bool = True) -> Study:
+def load_acdc_patient(folder: str | Path, *, cine: bool = True, limits: GeometryLimits | None = None) -> Study:
     """Load an ACDC patient folder.
 
     Parameters
@@ -94,14 +95,17 @@ def load_acdc_patient(folder: str | Path, *, cine: bool = True) -> Study:
     cine
         When True and a ``_4d`` file exists, every phase becomes a frame (ED and ES keep
         their references). When False, only the ED and ES frames are loaded.
+    limits
+        The plausible voxel spacing (default: :class:`GeometryLimits`'s defaults).
 
     Raises
     ------
     StudyError
         For a missing or empty folder, a bad ``Info.cfg``, and any unreadable or
-        inconsistent image or reference.
+        inconsistent image or reference, an implausible spacing or an image without signal.
     """
     folder = Path(folder)
+    limits = limits or GeometryLimits()
     if not folder.is_dir():
         raise StudyError(folder, "study folder not found")
     if not any(folder.iterdir()):
@@ -110,13 +114,13 @@ def load_acdc_patient(folder: str | Path, *, cine: bool = True) -> Study:
     patient = folder.name
     ed_es = {}
     for number in sorted({info.ed, info.es}):
-        ed_es[number] = _load_frame(folder, patient, number)
+        ed_es[number] = _load_frame(folder, patient, number, limits)
     first = ed_es[info.ed][0]
 
     cine_path = folder / f"{patient}_4d.nii.gz"
     frames: list[Frame]
     if cine and cine_path.is_file():
-        frames = _cine_frames(cine_path, first, info, ed_es)
+        frames = _cine_frames(cine_path, first, info, ed_es, limits)
     else:
         frames = [Frame(number=n, image=as_image(img), reference=ref) for n, (img, ref) in ed_es.items()]
 
@@ -140,8 +144,10 @@ def load_acdc_patient(folder: str | Path, *, cine: bool = True) -> Study:
     )
 
 
-def _load_frame(folder: Path, patient: str, number: int) -> tuple[Volume, npt.NDArray[np.uint8] | None]:
-    image = read_volume(folder / f"{patient}_frame{number:02d}.nii.gz")
+def _load_frame(
+    folder: Path, patient: str, number: int, limits: GeometryLimits
+) -> tuple[Volume, npt.NDArray[np.uint8] | None]:
+    image = read_volume(folder / f"{patient}_frame{number:02d}.nii.gz", limits=limits)
     reference_path = folder / f"{patient}_frame{number:02d}_gt.nii.gz"
     if not reference_path.exists():
         return image, None
@@ -151,12 +157,20 @@ def _load_frame(folder: Path, patient: str, number: int) -> tuple[Volume, npt.ND
 
 
 def _cine_frames(
-    cine_path: Path, first: Volume, info: AcdcInfo, ed_es: dict[int, tuple[Volume, npt.NDArray[np.uint8] | None]]
+    cine_path: Path,
+    first: Volume,
+    info: AcdcInfo,
+    ed_es: dict[int, tuple[Volume, npt.NDArray[np.uint8] | None]],
+    limits: GeometryLimits,
 ) -> list[Frame]:
-    cine = read_volume(cine_path, ndims=(4,))
+    cine = read_volume(cine_path, ndims=(4,), limits=limits)
     if cine.data.shape[:3] != first.data.shape:
         raise StudyError(
             cine_path, f"cine shape {cine.data.shape[:3]} differs from the ED frame's {first.data.shape}"
+        )
+    if not np.allclose(cine.spacing[:3], first.spacing[:3], atol=AFFINE_TOLERANCE_MM):
+        raise StudyError(
+            cine_path, f"cine voxel spacing {cine.spacing[:3]} differs from the ED frame's {first.spacing[:3]}"
         )
     n_phases = cine.data.shape[3]
     if n_phases != info.n_frames:
@@ -168,7 +182,7 @@ def _cine_frames(
             image, reference = ed_es[number]
             frames.append(Frame(number=number, image=as_image(image), reference=reference))
         else:
-            frames.append(Frame(number=number, image=as_image(cine, cine.data[..., index])))
+            frames.append(Frame(number=number, image=as_image(cine, cine.data[..., index], frame=number)))
     return frames
 
 

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from heartseg.errors import StudyError
 from heartseg.labels import Phase, frame_phase
+from heartseg.studies.geometry import check_signal, check_spacing
 
 if TYPE_CHECKING:
     from nibabel.nifti1 import Nifti1Header
@@ -107,8 +108,11 @@ class Study:
         for name, number in (("ED", self.ed), ("ES", self.es)):
             if number is not None and number not in numbers:
                 raise StudyError(self.source, f"{name} frame {number} is not among the loaded frames {numbers}")
-        if len(self.spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in self.spacing):
-            raise StudyError(self.source, f"voxel spacing must be three positive numbers, got {self.spacing}")
+        check_spacing(self.source, self.spacing, None)
+        for frame in self.frames:  # the readers check this naming the file; here for every study however built
+            if frame.image.ndim != 3:
+                raise StudyError(self.source, f"frame {frame.number} is {frame.image.ndim}D, expected 3D (x, y, z)")
+            check_signal(self.source, frame.image, frame=frame.number)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -11,9 +11,11 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
 
 from heartseg.errors import StudyError
 from heartseg.labels import VALID_LABELS
+from heartseg.studies.geometry import GeometryLimits, check_signal, check_spacing
 
 #: How far two affines may differ (in mm, element-wise) and still describe the same grid.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -31,7 +33,9 @@ class Volume:
     header: nib.Nifti1Header
 
 
-def read_volume(path: str | Path, *, ndims: tuple[int, ...] = (3,)) -> Volume:
+def read_volume(
+    path: str | Path, *, ndims: tuple[int, ...] = (3,), limits: GeometryLimits | None = None
+) -> Volume:
     """Read a NIfTI file fully into memory.
 
     Parameters
@@ -40,12 +44,15 @@ def read_volume(path: str | Path, *, ndims: tuple[int, ...] = (3,)) -> Volume:
         A ``.nii`` or ``.nii.gz`` file.
     ndims
         The numbers of dimensions that are acceptable (3 for a frame, 4 for a cine).
+    limits
+        The plausible voxel spacing; None accepts any positive finite spacing (label maps).
 
     Raises
     ------
     StudyError
-        If the file is missing, not a NIfTI, corrupt or truncated, or has the wrong
-        number of dimensions.
+        If the file is missing, not a NIfTI, corrupt or truncated, has the wrong number
+        of dimensions, or a voxel spacing that is 0, not finite or (with ``limits``)
+        implausible.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,11 +75,23 @@ def read_volume(path: str | Path, *, ndims: tuple[int, ...] = (3,)) -> Volume:
     if data.ndim not in ndims:
         expected = " or ".join(f"{n}D" for n in ndims)
         raise StudyError(path, f"expected a {expected} image, found {data.ndim}D with shape {data.shape}")
+    _refuse_zero_pixdim(path, image)
     zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
-    if not all(np.isfinite(z) and z > 0 for z in zooms[:3]):
-        raise StudyError(path, f"voxel spacing in the header must be positive, found {zooms[:3]}")
+    check_spacing(path, zooms[:3], limits, what="voxel spacing in the header")
     return Volume(path=path, data=data, affine=np.asarray(image.affine, dtype=np.float64),
                   spacing=zooms, header=image.header)
+
+
+def _refuse_zero_pixdim(path: Path, image: nib.Nifti1Image | nib.Nifti2Image) -> None:
+    """Refuse a header whose stored spacing is 0: nibabel's header check silently reads it as 1 mm."""
+    try:
+        with ImageOpener(str(path)) as stream:
+            stored = type(image.header).from_fileobj(stream, check=False)["pixdim"][1:4]
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        raise StudyError(path, f"cannot read the header: corrupt or truncated ({exc})") from exc
+    if np.any(stored == 0):
+        shown = ", ".join(f"{float(v):g}" for v in stored)
+        raise StudyError(path, f"voxel spacing in the header (pixdim) is ({shown}): a spacing of 0 is not a size")
 
 
 def _gzip_damage(path: Path) -> str | None:
@@ -95,12 +114,13 @@ def _read_data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
         raise StudyError(path, f"cannot read the voxel data: corrupt or truncated ({exc})") from exc
 
 
-def as_image(volume: Volume, data: np.ndarray | None = None) -> npt.NDArray[np.float32]:
-    """Intensities as float32, refusing NaN or infinite values."""
+def as_image(volume: Volume, data: np.ndarray | None = None, *, frame: int | None = None) -> npt.NDArray[np.float32]:
+    """Intensities as float32, refusing NaN or infinite values and an image without signal.
+
+    ``frame`` (1-based) names the phase of a 4D file in the error.
+    """
     array = np.asarray(volume.data if data is None else data, dtype=np.float32)
-    if not np.isfinite(array).all():
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise StudyError(volume.path, f"{bad} voxels have NaN or infinite intensity")
+    check_signal(volume.path, array, frame=frame)
     return array
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from heartseg.errors import StudyError
+from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Frame, Study, StudyInfo
 from heartseg.studies.nifti import as_image, as_labels, check_same_grid, read_volume, strip_nifti_suffix
 
@@ -14,6 +15,7 @@ def load_nifti_study(
     reference_path: str | Path | None = None,
     *,
     study_id: str | None = None,
+    limits: GeometryLimits | None = None,
 ) -> Study:
     """Load a 3D image (one frame) or a 4D cine (one frame per phase, the 4th axis).
 
@@ -26,13 +28,15 @@ def load_nifti_study(
         (a 3D reference then belongs to frame 1).
     study_id
         Defaults to the file name without its NIfTI suffix.
+    limits
+        The plausible voxel spacing (default: :class:`GeometryLimits`'s defaults).
 
     Raises
     ------
     StudyError
-        For any unreadable or inconsistent file.
+        For any unreadable or inconsistent file, an implausible spacing or an image without signal.
     """
-    image = read_volume(image_path, ndims=(3, 4))
+    image = read_volume(image_path, ndims=(3, 4), limits=limits or GeometryLimits())
     reference = None
     if reference_path is not None:
         reference = read_volume(reference_path, ndims=(3, 4) if image.data.ndim == 4 else (3,))
@@ -51,7 +55,7 @@ def load_nifti_study(
                 labels = as_labels(reference, reference.data[..., index])
             elif reference is not None and index == 0:
                 labels = as_labels(reference)
-            frames.append(Frame(index + 1, as_image(image, image.data[..., index]), labels))
+            frames.append(Frame(index + 1, as_image(image, image.data[..., index], frame=index + 1), labels))
     name = study_id or strip_nifti_suffix(Path(image_path).name)
     return Study(
         study_id=name,

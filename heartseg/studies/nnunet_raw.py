@@ -17,10 +17,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from heartseg.errors import StudyError
 from heartseg.studies.acdc import frame_number_from_name
+from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Frame, Study, StudyInfo
-from heartseg.studies.nifti import as_image, as_labels, check_same_grid, read_volume
+from heartseg.studies.nifti import AFFINE_TOLERANCE_MM, as_image, as_labels, check_same_grid, read_volume
 
 DATASET_JSON = "dataset.json"
 CHANNEL_SUFFIX = "_0000"
@@ -68,9 +71,13 @@ def list_cases(folder: str | Path) -> dict[str, list[tuple[str, int]]]:
     return dict(studies)
 
 
-def load_nnunet_study(folder: str | Path, study_id: str) -> Study:
-    """Load one study of an nnU-Net raw dataset (see the module docstring for grouping)."""
+def load_nnunet_study(folder: str | Path, study_id: str, *, limits: GeometryLimits | None = None) -> Study:
+    """Load one study of an nnU-Net raw dataset (see the module docstring for grouping).
+
+    ``limits`` is the plausible voxel spacing (default: :class:`GeometryLimits`'s defaults).
+    """
     folder = Path(folder)
+    limits = limits or GeometryLimits()
     meta = read_dataset_json(folder)
     ending = str(meta.get("file_ending", ".nii.gz"))
     cases = list_cases(folder).get(study_id)
@@ -80,12 +87,16 @@ def load_nnunet_study(folder: str | Path, study_id: str) -> Study:
     first = None
     for case, number in sorted(cases, key=lambda c: c[1]):
         image_path = _image_path(folder, case, ending)
-        image = read_volume(image_path)
+        image = read_volume(image_path, limits=limits)
         if first is None:
             first = image
         elif image.data.shape != first.data.shape:
             raise StudyError(
                 image_path, f"shape {image.data.shape} differs from {first.path.name}'s {first.data.shape}"
+            )
+        elif not np.allclose(image.spacing[:3], first.spacing[:3], atol=AFFINE_TOLERANCE_MM):
+            raise StudyError(
+                image_path, f"voxel spacing {image.spacing[:3]} differs from {first.path.name}'s {first.spacing[:3]}"
             )
         labels = None
         label_path = folder / "labelsTr" / f"{case}{ending}"

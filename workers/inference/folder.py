@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from heartseg.errors import StudyError
+from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.nifti import as_image, is_nifti, read_volume, strip_nifti_suffix, write_label_map
 from workers.inference.predictor import Segmenter
 
@@ -33,15 +34,23 @@ def output_name(source: Path) -> str:
     return stem + ".nii.gz"
 
 
-def predict_file(segmenter: Segmenter, source: Path, out_dir: Path) -> PredictResult:
-    """Segment one 3D image or 4D cine (each phase) and write the label map beside the others."""
+def predict_file(segmenter: Segmenter, source: Path, out_dir: Path,
+                 limits: GeometryLimits | None = None) -> PredictResult:
+    """Segment one 3D image or 4D cine (each phase) and write the label map beside the others.
+
+    ``limits`` bound the voxel spacing (default: :class:`GeometryLimits`' defaults).
+
+    Bad input (:class:`StudyError`: an unreadable file, a frame too large once resampled to the
+    model's spacing) is this file's error, returned, not raised.
+    """
     try:
-        volume = read_volume(source, ndims=(3, 4))
+        volume = read_volume(source, ndims=(3, 4), limits=limits or GeometryLimits())
         spacing = volume.spacing[:3]
+        segmenter.check_size(volume.data.shape[:3], spacing, source)
         if volume.data.ndim == 3:
             labels = segmenter.segment(as_image(volume), spacing)
         else:
-            phases = (as_image(volume, volume.data[..., t]) for t in range(volume.data.shape[3]))
+            phases = (as_image(volume, volume.data[..., t], frame=t + 1) for t in range(volume.data.shape[3]))
             labels = np.stack(segmenter.segment_frames(phases, spacing), axis=-1)
     except StudyError as exc:
         return PredictResult(source, error=str(exc))
@@ -50,13 +59,15 @@ def predict_file(segmenter: Segmenter, source: Path, out_dir: Path) -> PredictRe
 
 
 def predict_folder(segmenter: Segmenter, in_dir: Path, out_dir: Path,
-                   on_file: Callable[[Path], None] | None = None) -> list[PredictResult]:
-    """Segment every ``.nii``/``.nii.gz`` file in ``in_dir`` into ``out_dir``."""
+                   on_file: Callable[[Path], None] | None = None,
+                   limits: GeometryLimits | None = None) -> list[PredictResult]:
+    """Segment every ``.nii``/``.nii.gz`` file in ``in_dir`` into ``out_dir``; a bad file is reported in its
+    result and the others go on."""
     if not in_dir.is_dir():
         raise StudyError(in_dir, "folder not found")
     results = []
     for source in sorted(p for p in in_dir.iterdir() if p.is_file() and is_nifti(p)):
-        results.append(predict_file(segmenter, source, out_dir))
+        results.append(predict_file(segmenter, source, out_dir, limits))
         if on_file is not None:
             on_file(source)
     return results
