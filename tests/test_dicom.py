@@ -149,3 +149,18 @@ def test_contours_become_reference_labels(series_dir: Path) -> None:
         dataset = pydicom.dcmread(series_dir / f"{ref.instance}.dcm")
         np.testing.assert_array_equal(dataset.pixel_array.T.astype(np.float32),
                                       study.frame(ref.phase).image[:, :, ref.slice_index])
+
+
+def test_one_series_per_slice_is_joined_into_one_stack(series_dir: Path, tmp_path: Path) -> None:
+    files = copy_series(series_dir, tmp_path / "s")
+    positions = sorted({tuple(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient) for f in files})
+    for path in files:  # as some exports write a short-axis cine: each slice position its own series
+        position = tuple(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient)
+        edit(path, SeriesInstanceUID=f"1.2.826.0.1.3680043.8.498.{positions.index(position) + 1}")
+    assert len(read_series(tmp_path / "s")) == 12
+    joined, original = load_dicom_cine(tmp_path / "s"), load_dicom_cine(series_dir)
+    assert joined.shape == original.shape == (256, 256, 12) and len(joined.frames) == 20
+    assert joined.spacing == original.spacing and np.array_equal(joined.affine, original.affine)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(joined.frames, original.frames, strict=True))
+    one = load_dicom_cine(tmp_path / "s", series_uid="1.2.826.0.1.3680043.8.498.3")  # a named series alone
+    assert one.shape == (256, 256, 1)

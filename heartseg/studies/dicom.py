@@ -388,6 +388,48 @@ def cine_affine(slices: list[list[DicomImage]]) -> tuple[np.ndarray, tuple[float
     return LPS_TO_RAS @ affine, (column_spacing, row_spacing, float(np.linalg.norm(step)))
 
 
+def slices_as_series(series: dict[str, list[DicomImage]]) -> list[DicomImage] | None:
+    """The images of a short-axis stack stored as one series per slice, as one stack; None when the series
+    are not that.
+
+    Some scanners and exports write each slice position's cine as its own series. Such series are
+    joined when there are several, they belong to one study, each lies at one slice position (each a
+    different one), they share the orientation (within :data:`ORIENTATION_TOLERANCE`) and they have
+    the same number of phases; the joined stack then passes every check of one series.
+    """
+    if len(series) < 2:
+        return None
+    groups = list(series.values())
+    first = groups[0][0]
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    studies = {str(getattr(im.dataset, "StudyInstanceUID", "") or "") for group in groups for im in group}
+    if len(studies) != 1 or "" in studies or len({len(group) for group in groups}) != 1:
+        return None
+    positions = []
+    for group in groups:
+        along = [float(np.dot(im.position, normal)) for im in group]
+        if max(along) - min(along) > POSITION_TOLERANCE_MM:
+            return None  # a series that holds several slices: not one series per slice
+        if any(np.abs(im.orientation - first.orientation).max() > ORIENTATION_TOLERANCE for im in group):
+            return None
+        positions.append(along[0])
+    ordered = sorted(positions)
+    if any(b - a <= POSITION_TOLERANCE_MM for a, b in pairwise(ordered)):
+        return None  # two series at one position: repeats, not a stack
+    return [im for group in groups for im in group]
+
+
+def _joined_slices(series: dict[str, list[Path]]) -> list[DicomImage] | None:
+    """:func:`slices_as_series` of a folder's series; None too when one of them is not an MR image series."""
+    if len(series) < 2:
+        return None
+    try:
+        images = {uid: [_image(path) for path in paths] for uid, paths in series.items()}
+    except StudyError:
+        return None  # e.g. a localizer of another modality beside the cine: not one stack
+    return slices_as_series(images)
+
+
 def load_dicom_cine(
     folder: str | Path, series_uid: str | None = None, *, limits: GeometryLimits | None = None
 ) -> Study:
@@ -398,7 +440,8 @@ def load_dicom_cine(
     folder
         The files (any names, any order).
     series_uid
-        Which series when the folder holds several; default the one with most images.
+        Which series when the folder holds several; default: the series joined into one stack when they
+        are one series per slice (:func:`slices_as_series`), else the one with most images.
     limits
         The plausible voxel spacing (default: :class:`GeometryLimits`'s defaults).
 
@@ -411,13 +454,14 @@ def load_dicom_cine(
     """
     folder = Path(folder)
     series = read_series(folder)
+    joined = _joined_slices(series) if series_uid is None else None
     uid = series_uid or max(series, key=lambda u: len(series[u]))
     if uid not in series:
         raise StudyError(folder, f"no series {uid}; found {', '.join(series)}")
     try:
-        slices = group_slices([_image(p) for p in series[uid]])
+        slices = group_slices(joined or [_image(p) for p in series[uid]])
     except StudyError as exc:
-        if series_uid or len(series) == 1:
+        if series_uid or len(series) == 1 or joined:
             raise
         counts = ", ".join(f"{u}: {len(paths)} images" for u, paths in series.items())
         raise StudyError(exc.path, f"{exc.problem}; the folder holds {len(series)} series ({counts}) and the "
