@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use when missing: a real PACS (Orthanc with its DICOMweb plugin)
-# and dicom3tools (dciodvfy, the DICOM object validator the SEG tests run).
+# Install the Debian packages the tests use when missing: a real PACS (Orthanc with its DICOMweb plugin),
+# dicom3tools (dciodvfy, the DICOM object validator the SEG tests run), and a headless browser
+# (Chromium and its WebDriver, which the report page test drives through selenium).
 set -euo pipefail
 
-packages=(orthanc orthanc-dicomweb dicom3tools)
+packages=(orthanc orthanc-dicomweb dicom3tools chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -113,7 +113,7 @@ def run_on(segmenter: Segmenter, device: SimulatedDevice, folders: list[Path], o
     def one(folder: Path) -> int:
         study = load_acdc_patient(folder, cine=False)
 
-        def write(index: int, labels: np.ndarray) -> None:
+        def write(index: int, labels: np.ndarray, uncertainty: float | None) -> None:
             data = encode_mask(labels, study)
             store.put(f"on/{study.study_id}/{index}.nii.gz", data)
             sha256_hex(data)

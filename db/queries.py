@@ -76,6 +76,18 @@ def run_report(engine: Engine, run: str) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+#: The columns of view ``run_qc``, in order.
+RUN_QC_COLUMNS = ("run", "study_id", "patient_id", "pathology_group", "status", "n_flags", "severity", "flags")
+
+
+def run_qc(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """One row per study of ``run`` from view ``run_qc`` (:data:`RUN_QC_COLUMNS`), most severe first, then by
+    patient: ``severity`` is the sum of its QC flags' severities (0 when none), ``flags`` their reasons joined
+    with ``'; '`` (``''`` when none). :class:`UnknownRunError` when there is no such run."""
+    require_run(engine, run)
+    return fetch(engine, "SELECT * FROM run_qc WHERE run = :run ORDER BY severity DESC, patient_id, study_id", run=run)
+
+
 def lv_ef_pairs(engine: Engine, run: str) -> list[dict[str, Any]]:
     """Per study of ``run`` with both: its source and LV EF from the predicted and the reference masks."""
     return fetch(engine, _LV_EF_SQL, run=run)
@@ -97,3 +109,61 @@ def export_run(engine: Engine, run: str, metrics_csv: Path | None, indices_csv: 
     n_metrics = _write(metrics_csv, METRICS_COLUMNS, fetch(engine, _METRICS_SQL, run=run)) if metrics_csv else 0
     n_indices = _write(indices_csv, INDICES_COLUMNS, fetch(engine, _INDICES_SQL, run=run)) if indices_csv else 0
     return n_metrics, n_indices
+
+
+# --- the cohort report page (scheduler.report_page) ---
+
+#: The cardiac indices whose predicted and reference values :func:`run_index_pairs` returns.
+PAIRED_INDICES = ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
+                  "rv_ef_pct", "myo_mass_g")
+
+_RUN_METRIC_ROWS_SQL = """
+SELECT s.id AS study_id, s.patient_id, COALESCE(s.pathology_group, 'unknown') AS pathology_group, m.frame, m.phase,
+       m.structure, m.dice, m.hd95_mm
+FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run
+ORDER BY s.patient_id, s.id, m.frame, CASE m.structure WHEN 'RV' THEN 1 WHEN 'MYO' THEN 2 ELSE 3 END
+"""
+_RUN_INDEX_PAIRS_SQL = f"""
+SELECT s.id AS study_id, s.patient_id, COALESCE(s.pathology_group, 'unknown') AS pathology_group,
+       {", ".join(f"p.{n} AS pred_{n}, f.{n} AS ref_{n}" for n in PAIRED_INDICES)}
+FROM cardiac_indices p
+JOIN cardiac_indices f ON f.study_id = p.study_id AND f.model_id = p.model_id AND f.source = 'ref'
+JOIN studies s ON s.id = p.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND p.source = 'pred'
+ORDER BY s.patient_id, s.id
+"""
+_RUN_STUDY_MASKS_SQL = """
+SELECT s.id AS study_id, s.patient_id, s.source_uri, k.frame, k.phase, k.uri
+FROM masks k JOIN studies s ON s.id = k.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND k.model_id = r.model_id AND k.phase IN ('ED', 'ES')
+ORDER BY s.patient_id, s.id, k.frame
+"""
+_RUN_FAILED_STUDIES_SQL = """
+SELECT s.id AS study_id, s.patient_id, s.source_uri, s.error
+FROM studies s JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND s.status = 'failed'
+ORDER BY s.patient_id, s.id
+"""
+
+
+def run_metric_rows(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """Per study, frame and structure of ``run``: Dice and HD95 (NULL where undefined), with the study's
+    patient, group (``'unknown'`` when none) and phase: the values ``cohort_metric_stats`` summarises."""
+    return fetch(engine, _RUN_METRIC_ROWS_SQL, run=run)
+
+
+def run_index_pairs(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """Per study of ``run`` with indices from both masks: ``pred_<index>`` and ``ref_<index>`` of every
+    index of :data:`PAIRED_INDICES` (the pairs ``run_index_agreement`` summarises)."""
+    return fetch(engine, _RUN_INDEX_PAIRS_SQL, run=run)
+
+
+def run_study_masks(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """The ED and ES masks of ``run``'s studies (its model's): study, source, frame, phase, mask URI."""
+    return fetch(engine, _RUN_STUDY_MASKS_SQL, run=run)
+
+
+def run_failed_studies(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """The failed studies of ``run``: patient, source and the recorded reason."""
+    return fetch(engine, _RUN_FAILED_STUDIES_SQL, run=run)

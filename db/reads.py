@@ -15,6 +15,13 @@ def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[in
     return [(frame, uri) for frame, uri in rows]
 
 
+def mask_uncertainties(session: Session, study_id: int, model_id: int) -> dict[int, float | None]:
+    """``{frame: uncertainty}`` of the masks a model made of a study (None where the segmenter gave none)."""
+    rows = session.execute(select(Mask.frame, Mask.uncertainty).where(Mask.study_id == study_id,
+                                                                      Mask.model_id == model_id))
+    return {frame: uncertainty for frame, uncertainty in rows}
+
+
 def model_path_and_run(session: Session, study_id: int) -> tuple[str, str]:
     """The model folder a study's run uses, and the run's name."""
     path, run = session.execute(

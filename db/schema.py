@@ -149,6 +149,9 @@ class Mask(Base):
     seg_uri: Mapped[str | None] = mapped_column(Text)
     """The same mask as a DICOM SEG object (DICOM sources only)."""
     seg_sha256: Mapped[str | None] = mapped_column(String(64))
+    uncertainty: Mapped[float | None]
+    """The segmenter's uncertainty of the frame in [0, 1] (mean normalised softmax entropy over the heart);
+    NULL when the segmenter gives none."""
     created_at: Mapped[Created]
 
 
@@ -217,3 +220,32 @@ class CardiacIndex(Base):
     rv_esv_index_ml_m2: Mapped[Ml]
     myo_mass_index_g_m2: Mapped[Ml]
     lv_cardiac_output_l_min: Mapped[Ml]
+
+
+#: The longest QC flag name (``qc_flags.flag``).
+FLAG_LENGTH = 32
+
+
+class QualityFlag(Base):
+    """One quality-control flag of a study's predicted masks (``workers.qc``): what looks wrong, where, how much.
+
+    A study's flags for a model are replaced as a whole each time it is evaluated.
+    """
+
+    __tablename__ = "qc_flags"
+    __table_args__ = (
+        CheckConstraint("severity IN (1, 2)", name="severity"),
+    )
+
+    id: Mapped[IntPK]
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    frame: Mapped[int | None]
+    """The frame it concerns; NULL for a flag of the study (its cardiac indices)."""
+    structure: Mapped[Structure | None] = mapped_column(_enum(Structure, "structure"))
+    flag: Mapped[str] = mapped_column(String(FLAG_LENGTH))
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    severity: Mapped[int]
+    """1: a warning, 2: an error."""
+    reason: Mapped[str] = mapped_column(Text)

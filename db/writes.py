@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, func, select
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.records import RecordError, index_row, member, metric_row
-from db.schema import Base, CardiacIndex, Mask, Metric, Model, Run, Study
+from db.schema import FLAG_LENGTH, Base, CardiacIndex, Mask, Metric, Model, QualityFlag, Run, Study
 from heartseg.enums import Frames, IndexSource, StudyStatus
 from heartseg.labels import Phase, Structure
 
@@ -126,13 +126,15 @@ def add_studies(session: Session, run_id: int, studies: Iterable[Mapping[str, An
 
 def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase, uri: str,
                 sha256: str, shape: Sequence[int], spacing: Sequence[float], seg_uri: str | None = None,
-                seg_sha256: str | None = None) -> None:
-    """Record (or re-record) the mask of one study frame (and its DICOM SEG, for a DICOM source).
+                seg_sha256: str | None = None, uncertainty: float | None = None) -> None:
+    """Record (or re-record) the mask of one study frame (and its DICOM SEG, for a DICOM source), with the
+    segmenter's uncertainty of the frame when it gives one.
 
     Raises
     ------
     RecordError
-        For an unknown phase, a checksum that is not 64 hex digits, or a SEG URI without its checksum.
+        For an unknown phase, a checksum that is not 64 hex digits, a SEG URI without its checksum, or an
+        uncertainty outside [0, 1].
     """
     phase = member(Phase, phase, f"study {study_id} frame {frame}", "phase")
     for name, digest in (("sha256", sha256), ("seg_sha256", seg_sha256 or "0" * 64)):
@@ -140,11 +142,14 @@ def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, p
             raise RecordError(f"study {study_id} frame {frame}: {name} must be 64 hex digits, got {digest!r}")
     if (seg_uri is None) != (seg_sha256 is None):
         raise RecordError(f"study {study_id} frame {frame}: a SEG needs both its URI and its checksum")
+    if uncertainty is not None and not 0.0 <= float(uncertainty) <= 1.0:  # NaN fails too
+        raise RecordError(f"study {study_id} frame {frame}: uncertainty must lie in [0, 1], got {uncertainty!r}")
     upsert(session, table_of(Mask), [{
         "study_id": study_id, "model_id": model_id, "frame": frame, "phase": phase, "uri": uri,
         "sha256": sha256, "shape": ",".join(str(int(n)) for n in shape),
         "spacing_x_mm": float(spacing[0]), "spacing_y_mm": float(spacing[1]), "spacing_z_mm": float(spacing[2]),
         "seg_uri": seg_uri, "seg_sha256": seg_sha256,
+        "uncertainty": None if uncertainty is None else float(uncertainty),
     }], ["study_id", "model_id", "frame"])
 
 
@@ -187,6 +192,57 @@ def record_indices(session: Session, *, study_id: int, model_id: int, source: In
     row = index_row(f"study {study_id} {source.value} indices", indices)
     upsert(session, table_of(CardiacIndex), [{"study_id": study_id, "model_id": model_id, "source": source, **row}],
            ["study_id", "model_id", "source"])
+
+
+def record_qc_flags(session: Session, *, study_id: int, model_id: int,
+                    flags: Iterable[Mapping[str, object]]) -> int:
+    """Replace a study's QC flags for a model with ``flags`` (none: the study has none), in the session's
+    transaction: a re-delivered evaluation leaves the same rows. Validated first: nothing is written on error.
+
+    Parameters
+    ----------
+    flags
+        ``QcFlag.as_row()`` of each flag: ``flag``, ``frame`` (None for the study), ``structure`` (None or a
+        ``Structure``), ``value``, ``threshold``, ``severity`` (1 or 2) and ``reason``.
+
+    Returns
+    -------
+    int
+        The number of flags recorded.
+
+    Raises
+    ------
+    RecordError
+        For an unknown structure, a flag name that is empty or longer than ``FLAG_LENGTH``, a severity other
+        than 1 or 2, a value or threshold that is not a finite number, or an empty reason.
+    """
+    rows = []
+    for flag in flags:
+        where = f"study {study_id} QC flag {flag.get('flag')!r}"
+        name = flag.get("flag")
+        if not isinstance(name, str) or not 0 < len(name) <= FLAG_LENGTH:
+            raise RecordError(f"{where}: the flag name must be 1 to {FLAG_LENGTH} characters")
+        structure = flag.get("structure")
+        numbers = {}
+        for column in ("value", "threshold"):
+            number = flag.get(column)
+            if not isinstance(number, int | float) or number != number or number in (float("inf"), float("-inf")):
+                raise RecordError(f"{where}: {column} must be a finite number, got {number!r}")
+            numbers[column] = float(number)
+        severity, reason, frame = flag.get("severity"), flag.get("reason"), flag.get("frame")
+        if severity not in (1, 2):
+            raise RecordError(f"{where}: severity must be 1 (warning) or 2 (error), got {severity!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise RecordError(f"{where}: the reason is empty")
+        if frame is not None and not isinstance(frame, int):
+            raise RecordError(f"{where}: frame must be a frame number or None, got {frame!r}")
+        rows.append({"study_id": study_id, "model_id": model_id, "frame": frame, "flag": name, "severity": severity,
+                     "reason": reason, "structure": None if structure is None else member(Structure, structure, where,
+                                                                                           "structure"), **numbers})
+    session.execute(delete(QualityFlag).where(QualityFlag.study_id == study_id, QualityFlag.model_id == model_id))
+    if rows:
+        session.execute(insert(QualityFlag), rows)
+    return len(rows)
 
 
 def done_source_uris(session: Session, fingerprint: str, source_uris: Iterable[str] | None = None) -> set[str]:

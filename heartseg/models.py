@@ -14,6 +14,9 @@ from pathlib import Path
 from heartseg.errors import HeartSegError
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
+#: nnU-Net's postprocessing rules in a trained-model folder (``determine_postprocessing``'s output, read by
+#: ``nnUNetv2_apply_postprocessing``): a pickle of the functions and their arguments.
+POSTPROCESSING_FILE = "postprocessing.pkl"
 
 
 class ModelError(HeartSegError):
@@ -27,13 +30,14 @@ def available_folds(model_dir: Path, checkpoint: str = DEFAULT_CHECKPOINT) -> tu
 
 
 def model_files(model_dir: Path, folds: Sequence[str] | None = None,
-                checkpoint: str = DEFAULT_CHECKPOINT) -> list[Path]:
-    """``plans.json``, ``dataset.json`` and each used fold's checkpoint.
+                checkpoint: str = DEFAULT_CHECKPOINT, *, postprocessing: bool = False) -> list[Path]:
+    """``plans.json``, ``dataset.json``, each used fold's checkpoint and, with ``postprocessing``,
+    ``postprocessing.pkl``.
 
     Raises
     ------
     ModelError
-        When the folder, a JSON file or a requested checkpoint is missing.
+        When the folder, a JSON file, a requested checkpoint or the requested postprocessing is missing.
     """
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: model folder not found")
@@ -42,6 +46,8 @@ def model_files(model_dir: Path, folds: Sequence[str] | None = None,
         raise ModelError(f"{model_dir}: no fold_*/{checkpoint} found; is this an nnU-Net trained-model folder?")
     files = [model_dir / "plans.json", model_dir / "dataset.json"]
     files += [model_dir / f"fold_{fold}" / checkpoint for fold in use]
+    if postprocessing:
+        files.append(model_dir / POSTPROCESSING_FILE)
     missing = [str(f.relative_to(model_dir)) for f in files if not f.is_file()]
     if missing:
         raise ModelError(f"{model_dir}: missing {', '.join(missing)}")
@@ -57,13 +63,16 @@ def _sha256(path: Path) -> str:
 
 
 def model_fingerprint(model_dir: Path, folds: Sequence[str] | None = None,
-                      checkpoint: str = DEFAULT_CHECKPOINT) -> str:
-    """sha256 over the used checkpoints, ``plans.json`` and ``dataset.json`` (names and contents).
+                      checkpoint: str = DEFAULT_CHECKPOINT, *, postprocessing: bool = False) -> str:
+    """sha256 over the used checkpoints, ``plans.json``, ``dataset.json`` and, when the masks are postprocessed,
+    ``postprocessing.pkl`` (names and contents).
 
-    Two copies of the same model in different places have the same fingerprint.
+    Two copies of the same model in different places have the same fingerprint; the same model with and
+    without postprocessing has two (the masks differ). Without it, the fingerprint is the one of a folder
+    that has no ``postprocessing.pkl``.
     """
     digest = hashlib.sha256()
-    for path in model_files(model_dir, folds, checkpoint):
+    for path in model_files(model_dir, folds, checkpoint, postprocessing=postprocessing):
         digest.update(str(path.relative_to(model_dir)).encode())
         digest.update(b"\0")
         digest.update(_sha256(path).encode())

@@ -121,6 +121,34 @@ class Settings(BaseSettings):
         default=30.0, gt=0, allow_inf_nan=False,
         description="Largest plausible spacing between slices (mm); a study with a larger one is refused.",
     )
+    qc_max_piece_ml: float = Field(
+        default=5.0, ge=0, allow_inf_nan=False,
+        description="QC flag 'pieces': a structure's volume outside its largest connected piece above this (ml).",
+    )
+    qc_max_piece_distance_mm: float = Field(
+        default=80.0, gt=0, allow_inf_nan=False,
+        description="QC flag 'far_piece': a structure's other piece centred farther than this from the heart's "
+                    "centre (mm).",
+    )
+    qc_max_edge_area_fraction: float = Field(
+        default=0.5, ge=0, le=1,
+        description="QC flag 'edge_slice': labels on both end slices, the smaller (apical) one over this fraction "
+                    "of the largest labelled slice area.",
+    )
+    qc_min_enclosed_fraction: float = Field(
+        default=0.8, ge=0, le=1,
+        description="QC flag 'lv_not_enclosed': a mid-ventricular LV cavity border less than this fraction "
+                    "myocardium.",
+    )
+    qc_max_uncertainty: float = Field(
+        default=0.1, ge=0, le=1,
+        description="QC flag 'uncertain': a frame's mean normalised softmax entropy over the heart above this.",
+    )
+    postprocessing: bool = Field(
+        default=True,
+        description="Apply the model folder's postprocessing.pkl (nnU-Net's connected-component rules) to every "
+                    "label map; a folder without the file, or false, gives the network's labels as they are.",
+    )
 
     @model_validator(mode="after")
     def _redelivery_after_time_limit(self) -> Settings:

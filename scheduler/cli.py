@@ -197,7 +197,7 @@ def demo(
 
     from db.queries import run_report
     from db.session import open_record
-    from scheduler.demo import demo_cohorts, demo_settings, phantom_ef_rows
+    from scheduler.demo import demo_cohorts, demo_reports, demo_settings, phantom_ef_rows
     from scheduler.local_run import local_workers
     from scheduler.progress import follow_run
     from scheduler.reports import record_tables, rows_table
@@ -219,6 +219,8 @@ def demo(
             console.print(table)
     console.print(rows_table("demo-phantoms: LV EF (%) from predicted masks, reference masks, analytic truth",
                              phantom_ef_rows(engine, "demo-phantoms")))
+    for page in demo_reports(engine, settings, out, [cohort.run for cohort in cohorts]):
+        console.print(f"report page: {page.resolve()}", highlight=False, soft_wrap=True)
 
 
 db_app = typer.Typer(help="The record: migrations.", no_args_is_help=True)
@@ -237,15 +239,33 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 
 @app.command()
-def report(run: Annotated[str, typer.Argument(help="Run name.")]) -> None:
-    """Cohort statistics of a run: status, Dice/HD95 by group, index agreement, failures."""
+def report(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Write a static page here (DIR/index.html, PNGs).",
+                                              file_okay=False)] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the machine-readable summary here.",
+                                                   dir_okay=False)] = None,
+    worst: Annotated[int, typer.Option("--worst", min=0, help="Montages of the N studies with the lowest mean "
+                                                              "Dice (besides every flagged study).")] = 5,
+) -> None:
+    """Cohort statistics of a run: status, Dice/HD95 by group, index agreement, failures.
+
+    With --html or --json, writes the report page and/or the JSON summary instead of printing the tables.
+    """
     from db.queries import run_report
     from db.session import open_record
     from scheduler.reports import record_tables
 
-    tables = record_tables(run_report(open_record(get_settings().database_url), run), run)
-    for table in tables:
-        console.print(table)
+    settings = get_settings()
+    engine = open_record(settings.database_url)
+    if html is None and json_file is None:
+        for table in record_tables(run_report(engine, run), run):
+            console.print(table)
+        return
+    from scheduler.report_page import write_report
+
+    for path in write_report(engine, settings, run, html=html, json_path=json_file, worst_n=worst):
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -58,6 +58,19 @@ def demo_settings(settings: Settings, out: Path, use_mirroring: bool) -> Setting
     })
 
 
+def demo_reports(engine: Engine, settings: Settings, out: Path, runs: list[str]) -> list[Path]:
+    """The report page (and JSON summary) of each run: ``out/report/<run>/index.html``, ``summary.json``."""
+    from heartseg.paths import key_part
+    from scheduler.report_page import write_report
+
+    pages = []
+    for run in runs:
+        folder = out / "report" / key_part(run)
+        write_report(engine, settings, run, html=folder, json_path=folder / "summary.json")
+        pages.append(folder / "index.html")
+    return pages
+
+
 def phantom_ef_rows(engine: Engine, run: str) -> list[dict[str, object]]:
     """LV EF of each phantom from predicted masks, reference masks and the analytic truth."""
     rows = lv_ef_pairs(engine, run)

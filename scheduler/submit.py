@@ -13,7 +13,7 @@ from db.schema import NAME_LENGTH
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
 from heartseg.enums import Frames
-from heartseg.models import available_folds, model_fingerprint
+from heartseg.models import POSTPROCESSING_FILE, available_folds, model_fingerprint
 from heartseg.privacy import pseudonym
 from heartseg.settings import Settings
 
@@ -40,8 +40,10 @@ def study_name(source: str) -> str:
 
 
 def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple[int, str]:
-    """Fingerprint the model folder (no torch) and record it as used with the current settings."""
-    fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name)
+    """Fingerprint the model folder (no torch) and record it as used with the current settings (postprocessed
+    masks when ``HEARTSEG_POSTPROCESSING`` is on and the folder has ``postprocessing.pkl``, as the segmenter does)."""
+    postprocessing = settings.postprocessing and (model_dir / POSTPROCESSING_FILE).is_file()
+    fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name, postprocessing=postprocessing)
     folds = ",".join(settings.folds or available_folds(model_dir, settings.checkpoint_name))
     configuration = model_dir.name.rsplit("__", 1)[-1] if "__" in model_dir.name else None
     with session_scope(engine) as session:

@@ -21,7 +21,8 @@ VALIDATION = ["patient017", "patient037", "patient057", "patient077", "patient09
 
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
-    return Segmenter.from_settings(Settings(device="cpu", use_mirroring=False))
+    # the network's own labels: nnUNetv2_predict applies no postprocessing either
+    return Segmenter.from_settings(Settings(device="cpu", use_mirroring=False, postprocessing=False))
 
 
 def test_untrusted_model_is_refused_before_loading(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_batched_predictor_agrees_with_nnunet_predictor(acdc_root: Path, mirrori
         images = [frame.image for frame in study.frames]
         written: list[int] = []
         theirs = nnunet.segment_frames(images, study.spacing)
-        ours = batched.segment_frames(images, study.spacing, on_labels=lambda i, _, seen=written: seen.append(i))
+        ours = batched.segment_frames(images, study.spacing, on_labels=lambda i, *_, seen=written: seen.append(i))
         assert written == list(range(len(images)))  # the writer saw every frame, in order
         for a, b in zip(theirs, ours, strict=True):
             assert a.shape == b.shape and b.dtype == np.uint8

@@ -1,8 +1,10 @@
 """The two stages of a study, as plain functions: Celery tasks and the in-process runner call them.
 
 ``segment_stage`` (GPU queue): claim the study, load it, segment every needed frame, write
-the masks, record them. ``evaluate_stage`` (CPU queue): read the masks back with the
-references, compute metrics and cardiac indices, record them, mark the study done.
+the masks, record them (with the segmenter's per-frame uncertainty when it gives one).
+``evaluate_stage`` (CPU queue): read the masks back with the references, compute metrics and
+cardiac indices, and the QC flags of every study (``workers.qc``, with or without references),
+record them, mark the study done.
 Both are idempotent: every write is an upsert keyed by (study, model, frame[, structure]).
 
 The masks are the stage's product; the DICOM SEGs and storing them back to a PACS are optional
@@ -32,11 +34,11 @@ from db.lifecycle import (
     record_segmentation,
     study_with_run,
 )
-from db.reads import study_masks
+from db.reads import mask_uncertainties, study_masks
 from db.records import name_problem
 from db.schema import NAME_LENGTH
 from db.session import session_scope
-from db.writes import record_indices, record_mask, record_metrics
+from db.writes import record_indices, record_mask, record_metrics, record_qc_flags
 from heartseg.enums import Frames, IndexSource, PhaseSource, StudyStatus
 from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure, frame_phase
@@ -45,19 +47,21 @@ from heartseg.sources import StudySource, load_study
 from heartseg.storage import StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
 from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Study as LoadedStudy
-from workers.indices import cardiac_indices, find_ed_es
+from workers.indices import CardiacIndices, cardiac_indices, find_ed_es
 from workers.lease_keeper import lease_kept
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
+from workers.qc import QcThresholds, study_flags
 from workers.stage_context import StageContext
 
 logger = logging.getLogger(__name__)
 
 #: segment(image (x, y, z), spacing) -> uint8 labels, one frame.
 SegmentFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
-#: segment_frames(images, spacing, on_labels(index, labels)) -> labels of every frame, pipelined: a loaded
-#: :meth:`~workers.inference.predictor.Segmenter.segment_frames`.
-SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], Callable[[int, np.ndarray], None]],
+#: segment_frames(images, spacing, on_labels(index, labels, uncertainty)) -> labels of every frame, pipelined: a
+#: loaded :meth:`~workers.inference.predictor.Segmenter.segment_frames`. ``uncertainty`` is the frame's mean
+#: normalised softmax entropy over the voxels predicted as heart, in [0, 1] (None: not computed, or no heart).
+SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], Callable[[int, np.ndarray, float | None], None]],
                            list[np.ndarray]]
 
 
@@ -75,14 +79,15 @@ class ModelInfo:
     segment_frames: SegmentFramesFn | None = None
 
     def segment_all(self, images: Iterable[np.ndarray], spacing: Sequence[float],
-                    on_labels: Callable[[int, np.ndarray], None]) -> list[np.ndarray]:
-        """Label maps of ``images`` in order; ``on_labels(index, labels)`` is called as each one is ready."""
+                    on_labels: Callable[[int, np.ndarray, float | None], None]) -> list[np.ndarray]:
+        """Label maps of ``images`` in order; ``on_labels(index, labels, uncertainty)`` is called as each one is
+        ready (uncertainty None frame by frame: ``segment`` gives labels only)."""
         if self.segment_frames is not None:
             return self.segment_frames(images, spacing, on_labels)
         results = []
         for index, image in enumerate(images):
             results.append(self.segment(image, spacing))
-            on_labels(index, results[-1])
+            on_labels(index, results[-1], None)
         return results
 
 
@@ -155,12 +160,12 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
         record_patient(session, study_id, patient_id=result.name, group=study.info.group,
                        height_cm=study.info.height_cm, weight_kg=study.info.weight_kg,
                        n_frames=study.info.n_frames or len(study.frames))
-        for number, uri, digest in masks:
+        for number, uri, digest, uncertainty in masks:
             seg_uri, seg_sha256 = segs.get(number, (None, None))
             record_mask(session, study_id=study_id, model_id=model_id, frame=number,
                         phase=frame_phase(number, ed, es), uri=uri,
                         sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
-                        seg_sha256=seg_sha256)
+                        seg_sha256=seg_sha256, uncertainty=uncertainty)
         record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=result.load_s,
                             predict_s=result.predict_s, write_s=result.write_s)
         for warning in result.warnings:
@@ -181,7 +186,8 @@ class _Segmented:
     study: LoadedStudy
     name: str
     labels: dict[int, np.ndarray]
-    masks: list[tuple[int, str, str]]
+    masks: list[tuple[int, str, str, float | None]]
+    """``(frame, uri, sha256, uncertainty)`` of each mask written."""
     segs: dict[int, tuple[str, str]]
     load_s: float
     predict_s: float
@@ -207,16 +213,17 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
     if problem:
         raise StudyError(source_uri, f"the patient name {name[:60]!r}{'...' if len(name) > 60 else ''} {problem}")
     numbers = frames_to_segment(study, frames)
-    masks: list[tuple[int, str, str]] = []
+    masks: list[tuple[int, str, str, float | None]] = []
     write_s = 0.0
 
-    def write(index: int, labels: np.ndarray) -> None:
+    def write(index: int, labels: np.ndarray, uncertainty: float | None = None) -> None:
+        """Store one frame's mask; ``uncertainty`` (in [0, 1]) is recorded with it when the segmenter gives it."""
         nonlocal write_s
         t0 = time.perf_counter()
         number = numbers[index]
         data = encode_mask(labels, study)
         uri = ctx.store.put(mask_key(model.fingerprint, run_name, name, number), data)
-        masks.append((number, uri, sha256_hex(data)))
+        masks.append((number, uri, sha256_hex(data), None if uncertainty is None else float(uncertainty)))
         write_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -317,12 +324,18 @@ def _frames_text(numbers: Sequence[int]) -> str:
 
 
 def evaluate_stage(ctx: StageContext, study_id: int) -> None:
-    """Metrics against the references and cardiac indices from the masks; marks the study done."""
+    """Metrics against the references, cardiac indices and QC flags from the masks; marks the study done.
+
+    The QC flags (:mod:`workers.qc`) are computed for every study, with or without references, from the
+    predicted masks, their cardiac indices and the uncertainty the segmenter recorded with each mask; they
+    replace the study's earlier flags for the model in the same transaction that marks it done.
+    """
     started = time.perf_counter()
     with session_scope(ctx.engine) as session:
         row, run = study_with_run(session, study_id)
         source_uri, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
         masks = study_masks(session, study_id, model_id)
+        uncertainties = mask_uncertainties(session, study_id, model_id)
     source = ctx.source(source_uri)
     try:
         try:
@@ -341,7 +354,10 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
                     record_metrics(session, study_id=study_id, model_id=model_id, frame=frame,
                                    phase=frame_phase(frame, ed, es),
                                    metrics={s: m.as_dict() for s, m in metrics.items()})
-            _record_indices(session, study_id, model_id, study, predicted, ed, es)
+            indices = _record_indices(session, study_id, model_id, study, predicted, ed, es)
+            flags = study_flags(predicted, study.spacing, indices, uncertainties,
+                                QcThresholds.from_settings(ctx.settings))
+            record_qc_flags(session, study_id=study_id, model_id=model_id, flags=[f.as_row() for f in flags])
             metrics_s = time.perf_counter() - started
             mark_done(session, study_id, metrics_s=metrics_s)
     except StorageError:
@@ -354,9 +370,11 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
 
 
 def _record_indices(session: Session, study_id: int, model_id: int, study: LoadedStudy,
-                    predicted: dict[int, np.ndarray], ed: int | None, es: int | None) -> None:
+                    predicted: dict[int, np.ndarray], ed: int | None, es: int | None) -> CardiacIndices | None:
+    """Record the cardiac indices from the predicted masks (and the references, when both ED and ES have one);
+    returns the predicted ones (None when the ED or ES mask is missing)."""
     if ed is None or es is None or ed not in predicted or es not in predicted:
-        return
+        return None
     body = {"height_cm": study.info.height_cm, "weight_kg": study.info.weight_kg,
             "heart_rate_bpm": study.info.heart_rate_bpm}
     stated = study.ed is not None  # else ED and ES were found from the LV volumes, and are found again
@@ -367,3 +385,4 @@ def _record_indices(session: Session, study_id: int, model_id: int, study: Loade
     if ed in references and es in references:
         ref = cardiac_indices(references, study.spacing, ed_frame=ed, es_frame=es, **body)
         record_indices(session, study_id=study_id, model_id=model_id, source=IndexSource.REF, indices=ref.as_dict())
+    return pred

@@ -8,12 +8,16 @@ Everything else is nnU-Net's own: the padding (``pad_nd_image``), the tile posit
 autocast on CUDA, the half-precision accumulators, and the order in which tiles are added
 into them, so the logits equal the predictor's up to the rounding of a convolution run
 at another batch size.
+
+:func:`heart_uncertainty` turns a frame's final logits into one uncertainty score (mean normalised
+entropy over the voxels predicted as heart), for either predictor.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,6 +41,26 @@ class _Window:
     slicers: list[Slicer]
     logits: torch.Tensor  # half (heads, *spatial): Gaussian-weighted sum of the tiles' predictions
     weights: torch.Tensor  # half (*spatial): sum of the Gaussian weights
+
+
+def heart_uncertainty(logits: torch.Tensor) -> float | None:
+    """Mean normalised softmax entropy of a frame's final logits ``(classes, *spatial)`` over the voxels whose
+    argmax is not background (class 0): entropy / log(classes), so 0 (certain) to 1 (uniform). None when no
+    voxel is predicted as heart.
+
+    Computed on the logits as the network leaves them (averaged over folds and mirrored copies, at the
+    network's resolution, before resampling to the image), so it exists with or without TTA and ensembles.
+    """
+    classes = logits.shape[0]
+    if classes < 2:
+        return None
+    values = logits.float()
+    heart = values.argmax(0) != 0
+    if not bool(heart.any()):
+        return None
+    log_p = torch.log_softmax(values[:, heart], dim=0)  # (classes, heart voxels)
+    entropy = -(log_p.exp() * log_p).sum(0) / math.log(classes)
+    return min(1.0, max(0.0, float(entropy.mean())))
 
 
 def default_tiles_per_batch(device: torch.device) -> int:

@@ -16,6 +16,14 @@ nnU-Net resamples each frame to the model's spacing before anything else; a head
 absurd spacing (100 mm pixels) would make that array enormous. The resampled size is
 computed from the shape and spacing first, and a frame above ``max_resampled_voxels`` is
 refused with a :class:`~heartseg.errors.StudyError` before anything is allocated.
+
+When the model folder holds nnU-Net's ``postprocessing.pkl`` (written by ``determine_postprocessing``,
+``python -m workers.training.recipe postprocess``) and postprocessing is on (``HEARTSEG_POSTPROCESSING``,
+default), its rules (keep the largest connected component of a structure, or of the whole foreground) are
+applied to every label map with nnU-Net's ``apply_postprocessing``, and the fingerprint covers the file.
+
+Each frame also gets an uncertainty score from the logits the network computed anyway
+(:func:`~workers.inference.batched.heart_uncertainty`), handed to ``segment_frames``' callback.
 """
 
 from __future__ import annotations
@@ -33,15 +41,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing
 
 from heartseg.errors import StudyError
-from heartseg.models import ModelError, check_trusted, model_files, model_fingerprint
+from heartseg.models import POSTPROCESSING_FILE, ModelError, check_trusted, model_files, model_fingerprint
 from heartseg.settings import Settings
 from heartseg.studies.model import Study
-from workers.inference.batched import BatchedSlidingWindow, default_tiles_per_batch
+from workers.inference.batched import BatchedSlidingWindow, default_tiles_per_batch, heart_uncertainty
 from workers.monitoring import observe_stage
 
 #: Which code computes the sliding-window logits.
@@ -51,6 +61,9 @@ PIPELINE_DEPTH = 4
 #: The most voxels a frame may have once resampled to the model's spacing (64 Mi: about 80 times the largest
 #: ACDC frame's 0.83 M at the shipped model's 1.5625 mm; a 256 x 256 frame with 100 mm pixels would have 2.7 G).
 MAX_RESAMPLED_VOXELS = 64 * 1024 * 1024
+
+#: on_labels(index, labels, uncertainty) of :meth:`Segmenter.segment_frames`.
+OnLabels = Callable[[int, np.ndarray, float | None], None]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +101,8 @@ class Segmenter:
         Network inputs per forward pass of the batched predictor; None: 8 on a CPU, 256 on a GPU.
     max_resampled_voxels
         Frames with more voxels than this once resampled to the model's spacing are refused (StudyError).
+    postprocessing
+        Apply the folder's ``postprocessing.pkl`` when it has one (the fingerprint then covers it).
     """
 
     def __init__(
@@ -103,9 +118,13 @@ class Segmenter:
         predictor: PredictorKind = "batched",
         tiles_per_batch: int | None = None,
         max_resampled_voxels: int = MAX_RESAMPLED_VOXELS,
+        postprocessing: bool = True,
     ) -> None:
         self.model_dir = check_trusted(Path(model_dir), trusted_roots)
-        self.fingerprint = model_fingerprint(self.model_dir, folds, checkpoint)
+        #: Whether label maps are postprocessed: asked for and the folder has the rules.
+        self.postprocessing = postprocessing and (self.model_dir / POSTPROCESSING_FILE).is_file()
+        self.fingerprint = model_fingerprint(self.model_dir, folds, checkpoint, postprocessing=self.postprocessing)
+        self._pp_fns, self._pp_kwargs = self._load_postprocessing() if self.postprocessing else ([], [])
         self.use_mirroring = use_mirroring
         self.max_resampled_voxels = max_resampled_voxels
         self.device = resolve_device(device)
@@ -125,8 +144,31 @@ class Segmenter:
         self._batched = (BatchedSlidingWindow(self._predictor, tiles_per_batch or default_tiles_per_batch(self.device))
                          if predictor == "batched" else None)
         self._device_lock = threading.Lock()
-        logger.info("loaded model %s (%s) on %s, %s predictor", self.model_dir, self.fingerprint[:12], self.device,
-                    predictor)
+        logger.info("loaded model %s (%s) on %s, %s predictor, postprocessing %s", self.model_dir,
+                    self.fingerprint[:12], self.device, predictor,
+                    ", ".join(f"{f.__name__}({k})" for f, k in zip(self._pp_fns, self._pp_kwargs, strict=True))
+                    if self.postprocessing else "off")
+
+    def _load_postprocessing(self) -> tuple[list[Callable[..., np.ndarray]], list[dict[str, Any]]]:
+        """nnU-Net's postprocessing functions and their arguments, as ``nnUNetv2_apply_postprocessing`` reads them
+        (a pickle: the folder is trusted); a file that cannot be read is a :class:`ModelError` naming it."""
+        path = self.model_dir / POSTPROCESSING_FILE
+        try:
+            fns, kwargs = load_pickle(str(path))
+            fns, kwargs = list(fns), [dict(k) for k in kwargs]
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot load the postprocessing ({type(exc).__name__}: "
+                             f"{(str(exc).splitlines() or [''])[0]})") from exc
+        if len(fns) != len(kwargs) or not all(callable(f) for f in fns):
+            raise ModelError(f"{path}: not nnU-Net's postprocessing (functions and their arguments)")
+        return fns, kwargs
+
+    def postprocess(self, labels: np.ndarray) -> np.ndarray:
+        """The folder's postprocessing applied to a label map (any axis order: connected components do not
+        depend on it); the labels unchanged when postprocessing is off or the folder has none."""
+        if not self._pp_fns:
+            return labels
+        return np.asarray(apply_postprocessing(labels, self._pp_fns, self._pp_kwargs), dtype=np.uint8)
 
     def _load(self, folds: tuple[int | str, ...] | None, checkpoint: str) -> None:
         """Load the plans and every fold's weights; a file that cannot be read is a :class:`ModelError` naming it."""
@@ -153,6 +195,7 @@ class Segmenter:
             device=settings.device,
             predictor=settings.predictor,
             tiles_per_batch=settings.tiles_per_batch,
+            postprocessing=settings.postprocessing,
         )
 
     def segment(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -172,8 +215,14 @@ class Segmenter:
         """
         return self.segment_frames([image], spacing)[0]
 
+    def segment_with_uncertainty(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, float | None]:
+        """Segment one 3D frame: its label map (as :meth:`segment`) and its uncertainty, the mean normalised softmax
+        entropy over the voxels predicted as heart (0 to 1; None when no voxel is)."""
+        labels, uncertainty = self._run([image], spacing, None)[0]
+        return labels, uncertainty
+
     def segment_frames(self, images: Iterable[np.ndarray], spacing: Sequence[float],
-                       on_labels: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
+                       on_labels: OnLabels | None = None) -> list[np.ndarray]:
         """Segment the frames of one study (one geometry), pipelined.
 
         Parameters
@@ -184,19 +233,25 @@ class Segmenter:
         spacing
             ``(x, y, z)`` voxel size in mm, shared by the frames.
         on_labels
-            Called with (index, label map) for each frame in order, in the export thread, while the next
-            frames are on the device; a writer of masks goes here.
+            Called with (index, label map, uncertainty) for each frame in order, in the export thread, while the
+            next frames are on the device; a writer of masks goes here. The uncertainty is the frame's mean
+            normalised softmax entropy over the voxels predicted as heart (0 to 1; None when no voxel is).
 
         Returns
         -------
         list of numpy.ndarray
-            uint8 label maps, in the order of ``images``.
+            uint8 label maps (postprocessed when :attr:`postprocessing`), in the order of ``images``.
         """
+        return [labels for labels, _ in self._run(images, spacing, on_labels)]
+
+    def _run(self, images: Iterable[np.ndarray], spacing: Sequence[float],
+             on_labels: OnLabels | None) -> list[tuple[np.ndarray, float | None]]:
+        """(labels, uncertainty) of each frame, pipelined (see :meth:`segment_frames`)."""
         zyx_spacing = [float(s) for s in reversed(tuple(spacing))]
-        results: list[np.ndarray] = []
+        results: list[tuple[np.ndarray, float | None]] = []
         with ThreadPoolExecutor(1, "heartseg-preprocess") as pre, ThreadPoolExecutor(1, "heartseg-export") as post:
             frames = (pre.submit(self._preprocess, image, zyx_spacing) for image in images)
-            exporting: deque[Future[np.ndarray]] = deque()
+            exporting: deque[Future[tuple[np.ndarray, float | None]]] = deque()
             for group in self._groups(frames):
                 for item, logits in zip(group, self._logits([item["data"] for item in group]), strict=True):
                     exporting.append(post.submit(self._export, logits, item["data_properties"], len(results)
@@ -293,18 +348,20 @@ class Segmenter:
         return logits
 
     def _export(self, logits: torch.Tensor, properties: dict[str, Any], index: int,
-                on_labels: Callable[[int, np.ndarray], None] | None) -> np.ndarray:
-        """nnU-Net's export of logits to a label map in the source geometry, back in (x, y, z) order."""
+                on_labels: OnLabels | None) -> tuple[np.ndarray, float | None]:
+        """nnU-Net's export of logits to a label map in the source geometry, back in (x, y, z) order, then the
+        postprocessing; with the uncertainty computed from the logits at the network's resolution."""
         predictor = self._predictor
         started = time.perf_counter()
+        uncertainty = None if predictor.label_manager.has_regions else heart_uncertainty(logits)
         zyx_labels = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager,
             properties, return_probabilities=False)
-        labels = np.ascontiguousarray(np.asarray(zyx_labels).transpose(2, 1, 0)).astype(np.uint8)
+        labels = self.postprocess(np.ascontiguousarray(np.asarray(zyx_labels).transpose(2, 1, 0)).astype(np.uint8))
         observe_stage("export", time.perf_counter() - started)
         if on_labels is not None:
-            on_labels(index, labels)
-        return labels
+            on_labels(index, labels, uncertainty)
+        return labels, uncertainty
 
     def segment_study(self, study: Study, frames: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         """Label maps of the given frames (default: every loaded frame), keyed by frame number."""

@@ -14,9 +14,13 @@ Steps (each resumable; rerunning skips what is done):
    segments both real hearts and the phantoms used by the tests and the demo.
 5. ``export``: write the model folder in nnU-Net's trained-model layout with the optimiser
    state removed (``models/Dataset027_ACDC/nnUNetTrainer__HeartSegPlans__2d``).
+6. ``postprocess``: segment the 20 validation patients' ED and ES frames with the exported model
+   (mirroring on), let nnunetv2's ``determine_postprocessing`` decide which connected-component rules help,
+   and store its ``postprocessing.pkl`` and ``postprocessing.json`` in the model folder
+   (:mod:`workers.training.postprocess`; it uses the exported checkpoint, no training).
 
-Usage: ``python -m workers.training.recipe {prepare,train,add-phantoms,export,all} [--work DIR]``.
-``all`` runs the five steps in order (``make model``).
+Usage: ``python -m workers.training.recipe {prepare,train,add-phantoms,export,postprocess,all} [--work DIR]``.
+``all`` runs the six steps in order (``make model``).
 """
 
 from __future__ import annotations
@@ -184,7 +188,7 @@ def export(work: Path, target: Path = EXPORT_DIR, checkpoint: str = "checkpoint_
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry of the recipe."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "train", "add-phantoms", "export", "all"))
+    parser.add_argument("step", choices=("prepare", "train", "add-phantoms", "export", "postprocess", "all"))
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "work" / "nnunet")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
@@ -208,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
         train(work, args.epochs, args.iterations)
     if args.step in ("export", "all"):
         print(export(work, target=args.export_dir, checkpoint=args.checkpoint))
+    if args.step in ("postprocess", "all"):
+        from workers.training.postprocess import postprocess
+
+        print(postprocess(args.export_dir.resolve(), work / "postprocessing"))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The model card's validation numbers: segment the 20 validation patients' ED and ES frames with the
 shipped model and evaluate them with HeartSeg's own evaluation (as ``heartseg evaluate`` does).
 
-``python -m workers.training.validate [--no-tta]`` writes ``docs/model-validation[-no-tta].md`` and the
-per-case CSVs beside it, with only numbers this run computed.
+``python -m workers.training.validate [--no-tta] [--no-postprocessing]`` writes
+``docs/model-validation[-no-tta].md`` and the per-case CSVs beside it, with only numbers this run computed.
+The Segmenter applies the model folder's postprocessing unless ``--no-postprocessing`` (or
+``HEARTSEG_POSTPROCESSING=false``); the report says which.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ def main() -> None:
     """Predict, evaluate per phase, write the report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--no-postprocessing", action="store_true", help="the network's labels as they are")
     parser.add_argument("--work", type=Path, default=Path("work/validation"))
     args = parser.parse_args()
     settings = get_settings().model_copy(update={"use_mirroring": not args.no_tta, "device": "cpu"})
+    if args.no_postprocessing:
+        settings = settings.model_copy(update={"postprocessing": False})
     from workers.inference.predictor import Segmenter
 
     segmenter = Segmenter.from_settings(settings)
@@ -50,7 +55,8 @@ def main() -> None:
              f"Computed {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m workers.training.validate"
              f"{' --no-tta' if args.no_tta else ''}` on the 20 validation patients "
              f"({', '.join(VALIDATION_PATIENTS)}), none of them seen in training; model fingerprint "
-             f"`{segmenter.fingerprint[:16]}`, mirroring {'off' if args.no_tta else 'on'}, "
+             f"`{segmenter.fingerprint[:16]}`, mirroring {'off' if args.no_tta else 'on'}, postprocessing "
+             f"{'on' if segmenter.postprocessing else 'off'}, "
              f"{statistics.fmean(seconds):.2f} s per frame on the CPU.", "",
              "| phase | structure | n | Dice | IoU | HD95 mm | ASSD mm |", "|---|---|---|---|---|---|---|"]
     means = {}

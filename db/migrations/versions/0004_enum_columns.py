@@ -18,11 +18,10 @@ after.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
 from alembic import op
+
+from db.sqlite_views import cohort_views_set_aside
 
 revision = "0004"
 down_revision = "0003"
@@ -40,26 +39,8 @@ def _phase_source() -> sa.Enum:
     return sa.Enum("stated", "lv_volume", name="phase_source", native_enum=False, create_constraint=True, length=16)
 
 
-@contextmanager
-def _views_set_aside() -> Iterator[None]:
-    """On SQLite, drop the views of revision 0002 for the block and create them again after it."""
-    if op.get_context().dialect.name != "sqlite":
-        yield
-        return
-    script = op.get_context().script
-    cohort_views = script.get_revision("0002") if script is not None else None
-    if cohort_views is None:
-        raise RuntimeError("revision 0004 needs revision 0002 in the script directory (its views)")
-    views: dict[str, str] = cohort_views.module.VIEWS
-    for name in reversed(views):
-        op.execute(f"DROP VIEW IF EXISTS {name}")
-    yield
-    for name, select in views.items():
-        op.execute(f"CREATE VIEW {name} AS {select}")
-
-
 def upgrade() -> None:
-    with _views_set_aside():
+    with cohort_views_set_aside("0004"):
         with op.batch_alter_table("runs") as batch:
             batch.drop_constraint(op.f("ck_runs_frames"), type_="check")
             batch.alter_column("frames", existing_type=sa.String(length=8), type_=_frames(),
@@ -71,7 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with _views_set_aside():
+    with cohort_views_set_aside("0004"):
         for table, nullable in reversed(PHASE_SOURCE_TABLES):
             with op.batch_alter_table(table) as batch:
                 batch.alter_column("phase_source", existing_type=_phase_source(), type_=sa.String(length=16),

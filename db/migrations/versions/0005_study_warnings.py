@@ -15,34 +15,15 @@ views of revision 0002 are dropped first and created again after (as revision 00
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
 from alembic import op
+
+from db.sqlite_views import cohort_views_set_aside
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
-
-
-@contextmanager
-def _views_set_aside() -> Iterator[None]:
-    """On SQLite, drop the views of revision 0002 for the block and create them again after it."""
-    if op.get_context().dialect.name != "sqlite":
-        yield
-        return
-    script = op.get_context().script
-    cohort_views = script.get_revision("0002") if script is not None else None
-    if cohort_views is None:
-        raise RuntimeError("revision 0005 needs revision 0002 in the script directory (its views)")
-    views: dict[str, str] = cohort_views.module.VIEWS
-    for name in reversed(views):
-        op.execute(f"DROP VIEW IF EXISTS {name}")
-    yield
-    for name, select in views.items():
-        op.execute(f"CREATE VIEW {name} AS {select}")
 
 
 def upgrade() -> None:
@@ -51,5 +32,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with _views_set_aside(), op.batch_alter_table("studies") as batch:
+    with cohort_views_set_aside("0005"), op.batch_alter_table("studies") as batch:
         batch.drop_column("warnings")

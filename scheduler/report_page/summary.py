@@ -1,0 +1,171 @@
+"""A run's report as data: read from the record (:func:`gather`) and summarised as a JSON-safe document
+(:func:`summary`, what ``--json`` writes and what the page is rendered from).
+
+The data come from the record through :mod:`db.queries` only (the cohort views ``run_status_counts``,
+``cohort_metric_stats``, ``run_index_agreement``, ``run_failures``, ``run_qc``, and the long rows behind
+them); no SQL is written here.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine
+
+from db import queries
+from heartseg.labels import STRUCTURES
+
+#: How many studies with the lowest mean Dice get an overlay montage besides the flagged ones.
+DEFAULT_WORST = 5
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows of one run, as read from the record."""
+
+    run: str
+    status: list[dict[str, Any]]
+    group_stats: list[dict[str, Any]]
+    agreement: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    failed_studies: list[dict[str, Any]]
+    metric_rows: list[dict[str, Any]]
+    index_pairs: list[dict[str, Any]]
+    qc: list[dict[str, Any]]
+    masks: list[dict[str, Any]]
+    worst_n: int = DEFAULT_WORST
+    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def gather(engine: Engine, run: str, worst_n: int = DEFAULT_WORST) -> ReportData:
+    """Read run ``run``'s report from the record (:class:`~db.queries.UnknownRunError` if there is none)."""
+    report = queries.run_report(engine, run)
+    return ReportData(
+        run=run,
+        status=report["status"],
+        group_stats=report["metrics"],
+        agreement=report["agreement"],
+        failures=report["failures"],
+        failed_studies=queries.run_failed_studies(engine, run),
+        metric_rows=queries.run_metric_rows(engine, run),
+        index_pairs=queries.run_index_pairs(engine, run),
+        qc=queries.run_qc(engine, run),
+        masks=queries.run_study_masks(engine, run),
+        worst_n=worst_n,
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: Decimal as float, NaN and infinity as null, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, sample SD (null below 2 values) and median, as ``cohort_metric_stats`` defines them."""
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values) if values else None,
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "median": statistics.median(values) if values else None,
+    }
+
+
+def _stats(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per combination of ``keys`` and measure (``dice``, ``hd95_mm``): :func:`describe` of the values."""
+    groups: dict[tuple[Any, ...], list[float]] = {}
+    for row in rows:
+        for measure in ("dice", "hd95_mm"):
+            if row[measure] is not None:
+                groups.setdefault((*(row[k] for k in keys), measure), []).append(float(row[measure]))
+    order = {s.value: i for i, s in enumerate(STRUCTURES)}
+
+    def sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:  # measure, then structures in label order, then names
+        return (key[-1], *((order.get(str(k), len(order)), str(k)) for k in key[:-1]))
+
+    return [{**dict(zip((*keys, "measure"), key, strict=True)), **describe(groups[key])}
+            for key in sorted(groups, key=sort_key)]
+
+
+def study_mean_dice(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per study with a defined Dice: patient, group and the mean Dice over its frames and structures."""
+    studies: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["dice"] is None:
+            continue
+        entry = studies.setdefault(int(row["study_id"]), {"study_id": int(row["study_id"]),
+                                                         "patient_id": row["patient_id"],
+                                                         "pathology_group": row["pathology_group"], "dice": []})
+        entry["dice"].append(float(row["dice"]))
+    return {k: {**{n: v for n, v in e.items() if n != "dice"}, "mean_dice": statistics.fmean(e["dice"])}
+            for k, e in studies.items()}
+
+
+def flagged_studies(qc: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``run_qc`` with at least one flag, worst first: by severity (the sum of the flags'
+    severities), then number of flags; ``reasons`` is ``flags`` split at ``'; '``."""
+    rows = [dict(r) for r in qc if int(r["n_flags"] or 0) > 0]
+    rows.sort(key=lambda r: (-float(r["severity"] or 0), -int(r["n_flags"]), str(r["patient_id"]),
+                             int(r["study_id"])))
+    for row in rows:
+        row["reasons"] = [part.strip() for part in str(row["flags"] or "").split("; ") if part.strip()]
+    return rows
+
+
+def masks_by_study(masks: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per study: its source and ``{phase: {"frame", "uri"}}`` of its ED and ES masks."""
+    out: dict[int, dict[str, Any]] = {}
+    for row in masks:
+        entry = out.setdefault(int(row["study_id"]), {"source_uri": row["source_uri"], "masks": {}})
+        entry["masks"][str(row["phase"])] = {"frame": int(row["frame"]), "uri": row["uri"]}
+    return out
+
+
+def worst_studies(data: ReportData) -> list[dict[str, Any]]:
+    """The ``worst_n`` studies with the lowest mean Dice, with their mask URIs."""
+    masks = masks_by_study(data.masks)
+    ranked = sorted(study_mean_dice(data.metric_rows).values(), key=lambda s: (s["mean_dice"], s["patient_id"]))
+    return [{**s, "masks": masks.get(s["study_id"], {}).get("masks", {})} for s in ranked[:data.worst_n]]
+
+
+def summary(data: ReportData) -> dict[str, Any]:
+    """The machine-readable summary of the run (what ``--json`` writes); top-level keys:
+
+    ``run``, ``generated_at``, ``counts`` (``total``, ``by_status``, ``flagged``), ``statistics``
+    (``by_structure``, ``by_phase``, ``by_group``: n, mean, sd, median of Dice and HD95), ``agreement``
+    (per index: n, mean_pred, mean_ref, bias, sd_diff, loa_lower, loa_upper), ``failures`` (``by_reason``,
+    ``studies``), ``flags`` (flagged studies, worst first), ``worst`` (lowest mean Dice, with mask URIs).
+    """
+    flags = flagged_studies(data.qc)
+    by_status = {str(r["status"]): int(r["n_studies"]) for r in data.status}
+    document: dict[str, Any] = _clean({
+        "run": data.run,
+        "generated_at": data.generated_at,
+        "counts": {"total": sum(by_status.values()), "by_status": by_status, "flagged": len(flags)},
+        "statistics": {
+            "by_structure": _stats(data.metric_rows, ("structure",)),
+            "by_phase": _stats(data.metric_rows, ("structure", "phase")),
+            "by_group": [dict(r) for r in data.group_stats],
+        },
+        "agreement": {str(r["index_name"]): {k: v for k, v in r.items() if k != "index_name"}
+                      for r in data.agreement},
+        "failures": {"by_reason": [dict(r) for r in data.failures],
+                     "studies": [dict(r) for r in data.failed_studies]},
+        "flags": [{k: r[k] for k in ("study_id", "patient_id", "pathology_group", "status", "n_flags", "severity",
+                                     "flags", "reasons")} for r in flags],
+        "worst": worst_studies(data),
+    })
+    return document
