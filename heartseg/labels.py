@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import re
+
+from heartseg.errors import ConfigurationError
 
 
 class Structure(enum.StrEnum):
@@ -35,6 +38,45 @@ STRUCTURES: tuple[Structure, ...] = (Structure.RV, Structure.MYO, Structure.LV)
 
 #: The label values a reference or predicted label map may contain (0 is background).
 VALID_LABELS: frozenset[int] = frozenset({0, 1, 2, 3})
+
+
+#: How ACDC numbers the structures (the default numbering of label maps).
+ACDC_NUMBERING: dict[Structure, int] = dict(_LABELS)
+
+_NUMBERING_ITEM = re.compile(r"\s*([A-Za-z]+)\s*=\s*([0-9]+)\s*")
+
+
+def parse_label_numbering(text: str, option: str = "--labels") -> dict[Structure, int]:
+    """Parse a numbering such as ``RV=1,MYO=2,LV=3``: each structure once, distinct positive integers.
+
+    Raises :class:`ConfigurationError` naming ``option`` and what is wrong.
+    """
+    expected = ",".join(f"{s.value}=N" for s in STRUCTURES)
+    numbering: dict[Structure, int] = {}
+    for item in text.split(","):
+        match = _NUMBERING_ITEM.fullmatch(item)
+        if match is None:
+            raise ConfigurationError(f"{option} {text!r}: {item.strip()!r} is not NAME=VALUE; expected {expected}")
+        name, value = match.group(1), int(match.group(2))
+        if name not in Structure.__members__:
+            raise ConfigurationError(f"{option} {text!r}: unknown structure {name!r}; expected RV, MYO and LV")
+        structure = Structure(name)
+        if structure in numbering:
+            raise ConfigurationError(f"{option} {text!r}: {name} is given more than once")
+        if value <= 0:
+            raise ConfigurationError(f"{option} {text!r}: {name}={value} must be a positive integer (0 is background)")
+        if value in numbering.values():
+            raise ConfigurationError(f"{option} {text!r}: value {value} is given to more than one structure")
+        numbering[structure] = value
+    missing = [s.value for s in STRUCTURES if s not in numbering]
+    if missing:
+        raise ConfigurationError(f"{option} {text!r}: {', '.join(missing)} missing; expected {expected}")
+    return numbering
+
+
+def format_label_numbering(numbering: dict[Structure, int]) -> str:
+    """``RV=1,MYO=2,LV=3`` form of a numbering, in label-value order."""
+    return ",".join(f"{s.value}={v}" for s, v in sorted(numbering.items(), key=lambda item: item[1]))
 
 
 class Phase(enum.StrEnum):

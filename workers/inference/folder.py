@@ -24,6 +24,8 @@ class PredictResult:
     source: Path
     output: Path | None = None
     error: str | None = None
+    skipped: bool = False
+    """Not segmented again: its output file already existed (``skip_existing``); ``output`` names it."""
 
 
 def output_name(source: Path) -> str:
@@ -60,14 +62,22 @@ def predict_file(segmenter: Segmenter, source: Path, out_dir: Path,
 
 def predict_folder(segmenter: Segmenter, in_dir: Path, out_dir: Path,
                    on_file: Callable[[Path], None] | None = None,
-                   limits: GeometryLimits | None = None) -> list[PredictResult]:
+                   limits: GeometryLimits | None = None, *, skip_existing: bool = False) -> list[PredictResult]:
     """Segment every ``.nii``/``.nii.gz`` file in ``in_dir`` into ``out_dir``; a bad file is reported in its
-    result and the others go on."""
+    result and the others go on.
+
+    With ``skip_existing`` (nnU-Net's ``--continue_prediction``), an input whose output file already exists is
+    not segmented again: its result is marked ``skipped``.
+    """
     if not in_dir.is_dir():
         raise StudyError(in_dir, "folder not found")
     results = []
     for source in sorted(p for p in in_dir.iterdir() if p.is_file() and is_nifti(p)):
-        results.append(predict_file(segmenter, source, out_dir, limits))
+        existing = out_dir / output_name(source)
+        if skip_existing and existing.is_file():
+            results.append(PredictResult(source, output=existing, skipped=True))
+        else:
+            results.append(predict_file(segmenter, source, out_dir, limits))
         if on_file is not None:
             on_file(source)
     return results
