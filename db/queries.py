@@ -111,6 +111,71 @@ def export_run(engine: Engine, run: str, metrics_csv: Path | None, indices_csv: 
     return n_metrics, n_indices
 
 
+# --- the wide export: one row per study ---
+
+#: The structures and phases of the ``dice_<structure>_<phase>`` columns of :data:`WIDE_COLUMNS`, in order.
+WIDE_STRUCTURES = ("RV", "MYO", "LV")
+WIDE_PHASES = ("ED", "ES")
+#: The cardiac indices of the ``<index>_pred`` and ``<index>_ref`` columns of :data:`WIDE_COLUMNS`, in order.
+WIDE_INDICES = ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
+                "rv_ef_pct", "myo_mass_g")
+#: The columns of ``heartseg export RUN --wide FILE``, in order: the study, its indices from the predicted and
+#: the reference masks (each index's pair side by side), Dice per structure and phase, its QC flags (as view
+#: ``run_qc``) and the error of a failed study.
+WIDE_COLUMNS = (
+    "study", "group", "status", "ed_frame", "es_frame",
+    *(f"{name}_{source}" for name in WIDE_INDICES for source in ("pred", "ref")),
+    *(f"dice_{structure}_{phase}" for structure in WIDE_STRUCTURES for phase in WIDE_PHASES),
+    "n_flags", "severity", "flags", "error",
+)
+
+_WIDE_STUDIES_SQL = """
+SELECT s.id AS study_id, s.patient_id AS study, s.pathology_group AS "group", s.status, s.ed_frame, s.es_frame,
+       s.error
+FROM studies s JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run
+ORDER BY s.patient_id, s.id
+"""
+_WIDE_INDICES_SQL = f"""
+SELECT c.study_id, c.source, {", ".join(f"c.{n}" for n in WIDE_INDICES)}
+FROM cardiac_indices c JOIN studies s ON s.id = c.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND c.model_id = r.model_id
+"""
+_WIDE_DICE_SQL = """
+SELECT m.study_id, m.phase, m.structure, m.dice
+FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND m.model_id = r.model_id AND m.phase IN ('ED', 'ES')
+"""
+
+
+def run_wide_rows(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """One row per study of ``run`` with the columns :data:`WIDE_COLUMNS` (None where there is no value), by
+    patient: the long rows of ``studies``, ``cardiac_indices`` and ``metrics`` (the run's model's) and of view
+    ``run_qc``, pivoted here so that the same SQL serves PostgreSQL and SQLite. :class:`UnknownRunError` when
+    there is no such run."""
+    require_run(engine, run)
+    rows: dict[int, dict[str, Any]] = {}
+    for study in fetch(engine, _WIDE_STUDIES_SQL, run=run):
+        row = dict.fromkeys(WIDE_COLUMNS)
+        row.update({k: v for k, v in study.items() if k != "study_id"})
+        rows[int(study["study_id"])] = row
+    for index in fetch(engine, _WIDE_INDICES_SQL, run=run):
+        row = rows[int(index["study_id"])]
+        for name in WIDE_INDICES:
+            row[f"{name}_{index['source']}"] = index[name]
+    for metric in fetch(engine, _WIDE_DICE_SQL, run=run):
+        rows[int(metric["study_id"])][f"dice_{metric['structure']}_{metric['phase']}"] = metric["dice"]
+    for qc in run_qc(engine, run):
+        rows[int(qc["study_id"])].update({k: qc[k] for k in ("n_flags", "severity", "flags")})
+    return list(rows.values())
+
+
+def export_wide(engine: Engine, run: str, path: Path) -> int:
+    """Write :func:`run_wide_rows` as CSV (header :data:`WIDE_COLUMNS`, NULL as an empty cell); returns the
+    number of studies written."""
+    return _write(path, WIDE_COLUMNS, run_wide_rows(engine, run))
+
+
 # --- the cohort report page (scheduler.report_page) ---
 
 #: The cardiac indices whose predicted and reference values :func:`run_index_pairs` returns.

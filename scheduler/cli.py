@@ -430,13 +430,21 @@ def export(
     run: Annotated[str, typer.Argument(help="Run name.")],
     metrics: Annotated[Path | None, typer.Option("--metrics", help="CSV of per-frame, per-structure metrics.")] = None,
     indices: Annotated[Path | None, typer.Option("--indices", help="CSV of cardiac indices (pred and ref).")] = None,
+    wide: Annotated[Path | None, typer.Option("--wide", help="CSV with one row per study: indices (pred and ref), "
+                                                             "Dice per structure and phase, QC flags, error.",
+                                              dir_okay=False)] = None,
 ) -> None:
-    """Write a run's long tables as CSV."""
-    from db.queries import export_run
+    """Write a run's long tables as CSV, and/or its wide table (one row per study)."""
+    from db.queries import export_run, export_wide
     from db.session import open_record
 
-    n_metrics, n_indices = export_run(open_record(get_settings().database_url), run, metrics, indices)
-    console.print(f"wrote {n_metrics} metric rows and {n_indices} index rows")
+    engine = open_record(get_settings().database_url)
+    n_metrics, n_indices = export_run(engine, run, metrics, indices)
+    if wide is not None:
+        console.print(f"wrote {export_wide(engine, run, wide)} study rows to {wide}", highlight=False,
+                      soft_wrap=True)
+    if metrics is not None or indices is not None or wide is None:
+        console.print(f"wrote {n_metrics} metric rows and {n_indices} index rows")
 
 
 @app.command()
@@ -533,22 +541,36 @@ def run_command(
         = Frames.ED_ES,
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
     devices: Annotated[str, typer.Option("--devices", help="Segmentation workers: CUDA devices or 'cpu'.")] = "cpu",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the record, results, logs, cache and broker "
+                                      "(HEARTSEG_* settings given explicitly still win).")] = Path("heartseg-run"),
 ) -> None:
     """Everything on this host in one command: start workers, submit, follow, report, stop the workers."""
     from db.queries import run_report
     from db.session import open_record
-    from scheduler.local_run import local_workers
+    from scheduler.local_run import local_workers, run_folder_settings
     from scheduler.progress import follow_run
     from scheduler.reports import record_tables
 
-    settings = get_settings()
-    with local_workers(settings, Path("heartseg-logs"), tuple(d.strip() for d in devices.split(","))):
+    out.mkdir(parents=True, exist_ok=True)
+    settings = run_folder_settings(get_settings(), out, keep_explicit=True)
+    with local_workers(settings, out / "logs", tuple(d.strip() for d in devices.split(","))):
         name = _submit(settings, source, model, run, frames, force)
         counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console)
     for table in record_tables(run_report(open_record(settings.database_url), name), name):
         console.print(table)
+    console.print(_run_locations(settings, out), highlight=False, soft_wrap=True)
     if counts.get(StudyStatus.FAILED):
         raise typer.Exit(1)
+
+
+def _run_locations(settings: Settings, out: Path) -> str:
+    """Where ``heartseg run`` kept the record, the results and the worker logs (no password shown)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    record = url.database if url.drivername.startswith("sqlite") and url.database else url.render_as_string(
+        hide_password=True)
+    return f"record: {record}\nresults: {settings.results_uri}\nlogs: {(out / 'logs').resolve()}"
 
 
 worker_app = typer.Typer(help="Start Celery workers.", no_args_is_help=True)

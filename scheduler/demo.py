@@ -47,15 +47,10 @@ def demo_cohorts(settings: Settings, out: Path, n_phantoms: int, seed: int) -> l
 
 
 def demo_settings(settings: Settings, out: Path, use_mirroring: bool) -> Settings:
-    """The embedded-mode settings of the demo: everything inside ``out``, no server."""
-    return settings.model_copy(update={
-        "database_url": f"sqlite:///{(out / 'record.db').resolve()}",
-        "broker_url": None,
-        "embedded_broker_dir": (out / "broker").resolve(),
-        "results_uri": str((out / "results").resolve()),
-        "cache_dir": (out / "cache").resolve(),
-        "use_mirroring": use_mirroring,
-    })
+    """The embedded-mode settings of the demo: everything inside ``out``, no server (whatever the environment says)."""
+    from scheduler.local_run import run_folder_settings
+
+    return run_folder_settings(settings, out).model_copy(update={"use_mirroring": use_mirroring})
 
 
 def demo_reports(engine: Engine, settings: Settings, out: Path, runs: list[str]) -> list[Path]:

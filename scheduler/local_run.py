@@ -17,6 +17,24 @@ from heartseg.settings import Settings
 from scheduler.worker_launcher import cpu_worker_command, gpu_worker_commands
 
 
+def run_folder_settings(settings: Settings, out: Path, keep_explicit: bool = False) -> Settings:
+    """Embedded-mode settings with the record, broker, results and cache inside ``out``, no server.
+
+    ``out/record.db`` (SQLite), ``out/broker`` (kombu's filesystem transport), ``out/results`` and
+    ``out/cache``. With ``keep_explicit``, a setting given explicitly (in the environment) stays as given.
+    """
+    folder: dict[str, object] = {
+        "database_url": f"sqlite:///{(out / 'record.db').resolve()}",
+        "broker_url": None,
+        "embedded_broker_dir": (out / "broker").resolve(),
+        "results_uri": str((out / "results").resolve()),
+        "cache_dir": (out / "cache").resolve(),
+    }
+    if keep_explicit:
+        folder = {name: value for name, value in folder.items() if name not in settings.model_fields_set}
+    return settings.model_copy(update=folder)
+
+
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The ``HEARTSEG_*`` variables that give child processes exactly these settings."""
     env = {}
