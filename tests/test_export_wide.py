@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from db import queries
-from heartseg.phantom import write_cohort
-from tests.test_report_page import RUN, run_cohort
+from tests.test_report_page import RUN, cohort, run_cohort  # noqa: F401 - the fixture
 
 INDICES = ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_pct",
            "myo_mass_g")
@@ -28,18 +27,6 @@ EXPECTED_COLUMNS = [
     "dice_RV_ED", "dice_RV_ES", "dice_MYO_ED", "dice_MYO_ES", "dice_LV_ED", "dice_LV_ES",
     "n_flags", "severity", "flags", "error",
 ]
-
-
-@pytest.fixture(scope="module")
-def wide_cohort(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """phantom001-003 and phantom004, whose image is corrupt (as test_report_page's cohort)."""
-    root = tmp_path_factory.mktemp("wide-cohort")
-    write_cohort(root / "cohort", 3, seed=5)
-    broken = root / "cohort" / "phantom004"
-    broken.mkdir()
-    (broken / "Info.cfg").write_text("ED: 1\nES: 5\nGroup: NOR\nHeight: 170\nNbFrame: 10\nWeight: 70\n")
-    (broken / "phantom004_frame01.nii.gz").write_bytes(b"\x1f\x8b\x08\x00corrupt")
-    return sorted((root / "cohort").iterdir())
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -61,9 +48,9 @@ def _same(cell: str, value: object) -> bool:
     return cell == str(value)
 
 
-def test_wide_export_agrees_with_long_exports_and_views(record_url: str, wide_cohort: list[Path],
+def test_wide_export_agrees_with_long_exports_and_views(record_url: str, cohort: list[Path],  # noqa: F811
                                                         tmp_path: Path) -> None:
-    engine, settings = run_cohort(record_url, wide_cohort, tmp_path)
+    engine, settings = run_cohort(record_url, cohort, tmp_path)
     assert list(queries.WIDE_COLUMNS) == EXPECTED_COLUMNS
 
     # through the command, in a subprocess, as a user runs it
