@@ -540,7 +540,9 @@ def run_command(
     frames: Annotated[Frames, typer.Option("--frames", help="The frames to segment: ED and ES, or the whole cine.")]
         = Frames.ED_ES,
     force: Annotated[bool, typer.Option("--force", help="Redo studies this model has already done.")] = False,
-    devices: Annotated[str, typer.Option("--devices", help="Segmentation workers: CUDA devices or 'cpu'.")] = "cpu",
+    devices: Annotated[str, typer.Option("--devices", help="Segmentation workers: CUDA device numbers (0,1), "
+                                                     "'cpu', or 'auto': every GPU of this host, else the CPU.")]
+        = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the record, results, logs, cache and broker "
                                       "(HEARTSEG_* settings given explicitly still win).")] = Path("heartseg-run"),
 ) -> None:
@@ -550,10 +552,12 @@ def run_command(
     from scheduler.local_run import local_workers, run_folder_settings
     from scheduler.progress import follow_run
     from scheduler.reports import record_tables
+    from scheduler.worker_launcher import resolve_devices
 
+    gpu_devices = tuple(resolve_devices(devices))
     out.mkdir(parents=True, exist_ok=True)
     settings = run_folder_settings(get_settings(), out, keep_explicit=True)
-    with local_workers(settings, out / "logs", tuple(d.strip() for d in devices.split(","))):
+    with local_workers(settings, out / "logs", gpu_devices):
         name = _submit(settings, source, model, run, frames, force)
         counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console)
     for table in record_tables(run_report(open_record(settings.database_url), name), name):
@@ -579,13 +583,14 @@ app.add_typer(worker_app, name="worker")
 
 @worker_app.command("gpu")
 def worker_gpu(
-    devices: Annotated[str, typer.Option("--devices", help="Comma-separated CUDA devices, or 'cpu'.")] = "0",
+    devices: Annotated[str, typer.Option("--devices", help="CUDA device numbers (0,1), 'cpu', or 'auto': every "
+                                                     "GPU of this host, else the CPU.")] = "auto",
 ) -> None:
     """One segmentation worker process per device (pinned with CUDA_VISIBLE_DEVICES), each holding
     HEARTSEG_STUDIES_IN_FLIGHT studies at once on threads that share its model."""
-    from scheduler.worker_launcher import gpu_worker_commands, run_workers
+    from scheduler.worker_launcher import gpu_worker_commands, resolve_devices, run_workers
 
-    devices_list = [d.strip() for d in devices.split(",") if d.strip()]
+    devices_list = resolve_devices(devices)
     settings = get_settings()
     raise typer.Exit(run_workers(gpu_worker_commands(devices_list, metrics_port=settings.metrics_port,
                                                      studies_in_flight=settings.studies_in_flight)))

@@ -20,6 +20,37 @@ from heartseg.errors import ConfigurationError
 from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir
 
 
+def resolve_devices(devices: str, visible: str | None = None, nvidia_smi: str = "nvidia-smi") -> list[str]:
+    """The segmentation workers' devices from ``--devices``: a comma list of CUDA device numbers, ``cpu``, or
+    ``auto``: every GPU of this host (``CUDA_VISIBLE_DEVICES`` when set, else those ``nvidia-smi -L`` lists), or
+    ``cpu`` when there is none. Found without torch, so the parent process never touches CUDA.
+
+    Raises
+    ------
+    ConfigurationError
+        For an empty list, or an entry that is neither a device number nor ``cpu``.
+    """
+    chosen = [d.strip() for d in devices.split(",") if d.strip()]
+    if chosen == ["auto"]:
+        return _host_gpus(os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible, nvidia_smi) or ["cpu"]
+    bad = [d for d in chosen if d != "cpu" and not d.isdigit()]
+    if not chosen or bad:
+        raise ConfigurationError(f"--devices {devices!r}: expected 'auto', 'cpu' or CUDA device numbers such as "
+                                 f"0,1{f' (not {bad[0]!r})' if bad else ''}")
+    return chosen
+
+
+def _host_gpus(visible: str | None, nvidia_smi: str) -> list[str]:
+    """The CUDA devices this host offers: ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``'s GPUs."""
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        listed = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(index) for index, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]
+
+
 def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None, metrics_port: int | None = None,
                         studies_in_flight: int = 2) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, extra environment) of one segmentation worker per device; ``cpu`` runs inference on the CPU.
