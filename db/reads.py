@@ -8,18 +8,12 @@ from sqlalchemy.orm import Session
 from db.schema import Mask, Model, Run, Study
 
 
-def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[int, str]]:
-    """``(frame, uri)`` of the masks a model made of a study, by frame."""
-    rows = session.execute(select(Mask.frame, Mask.uri).where(Mask.study_id == study_id, Mask.model_id == model_id)
-                           .order_by(Mask.frame))
-    return [(frame, uri) for frame, uri in rows]
-
-
-def mask_uncertainties(session: Session, study_id: int, model_id: int) -> dict[int, float | None]:
-    """``{frame: uncertainty}`` of the masks a model made of a study (None where the segmenter gave none)."""
-    rows = session.execute(select(Mask.frame, Mask.uncertainty).where(Mask.study_id == study_id,
-                                                                      Mask.model_id == model_id))
-    return {frame: uncertainty for frame, uncertainty in rows}
+def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[int, str, float | None]]:
+    """``(frame, uri, uncertainty)`` of the masks a model made of a study, by frame (uncertainty None where the
+    segmenter gave none)."""
+    rows = session.execute(select(Mask.frame, Mask.uri, Mask.uncertainty)
+                           .where(Mask.study_id == study_id, Mask.model_id == model_id).order_by(Mask.frame))
+    return [(frame, uri, uncertainty) for frame, uri, uncertainty in rows]
 
 
 def model_path_and_run(session: Session, study_id: int) -> tuple[str, str]:

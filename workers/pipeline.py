@@ -34,7 +34,7 @@ from db.lifecycle import (
     record_segmentation,
     study_with_run,
 )
-from db.reads import mask_uncertainties, study_masks
+from db.reads import study_masks
 from db.records import name_problem
 from db.schema import NAME_LENGTH
 from db.session import session_scope
@@ -335,14 +335,14 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
         row, run = study_with_run(session, study_id)
         source_uri, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
         masks = study_masks(session, study_id, model_id)
-        uncertainties = mask_uncertainties(session, study_id, model_id)
+    uncertainties = {frame: uncertainty for frame, _, uncertainty in masks}
     source = ctx.source(source_uri)
     try:
         try:
             study = load_study(source, source_uri, cine=False, limits=GeometryLimits.from_settings(ctx.settings))
         finally:
             source.release(source_uri)  # pixels and references are in memory now
-        predicted = {frame: decode_mask(ctx.store.get(uri))[0] for frame, uri in masks}
+        predicted = {frame: decode_mask(ctx.store.get(uri))[0] for frame, uri, _ in masks}
         with session_scope(ctx.engine) as session:
             for frame, labels in sorted(predicted.items()):
                 try:
