@@ -28,19 +28,82 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def claim_study(session: Session, study_id: int, worker: str, lease_s: float) -> bool:
-    """Take a queued study, or a running one whose lease expired; False if someone else holds it or it is finished."""
+def claim_study(session: Session, study_id: int, worker: str, lease_s: float, max_attempts: int | None = None) -> bool:
+    """Take a queued study, or a running one whose lease expired; False if someone else holds it or it is finished.
+
+    A study whose lease expired after ``max_attempts`` tries is not taken: the reconciler fails it. The
+    study's ``error`` (the last try's, if any) stays until it is done.
+    """
     moment = now()
+    expired = (Study.status == StudyStatus.RUNNING) & (Study.lease_expires_at < moment)
+    if max_attempts is not None:
+        expired = expired & (Study.attempts < max_attempts)
     result = session.execute(
         update(Study)
         .where(Study.id == study_id)
-        .where(or_(Study.status == StudyStatus.QUEUED,
-                   (Study.status == StudyStatus.RUNNING) & (Study.lease_expires_at < moment)))
+        .where(or_(Study.status == StudyStatus.QUEUED, expired))
         .values(status=StudyStatus.RUNNING, worker=worker, attempts=Study.attempts + 1, started_at=moment,
-                lease_expires_at=moment + timedelta(seconds=lease_s), error=None, warnings=None)
+                lease_expires_at=moment + timedelta(seconds=lease_s), warnings=None)
         .execution_options(synchronize_session=False)
     )
     return _changed_one(result)
+
+
+def release_claim(session: Session, study_id: int, worker: str) -> bool:
+    """Give back a study this worker holds without counting the try (a transient error: it will be tried again)."""
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.worker == worker, Study.status == StudyStatus.RUNNING)
+        .values(status=StudyStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now(),
+                attempts=Study.attempts - 1)  # the claim counted it
+        .execution_options(synchronize_session=False)
+    )
+    return _changed_one(result)
+
+
+def record_failed_try(session: Session, study_id: int, worker: str, reason: str,
+                      max_attempts: int) -> StudyStatus | None:
+    """A try of a study this worker holds ended in an unexpected error: ``queued`` again with the reason as its
+    ``error``, or ``failed`` with it after ``max_attempts`` tries; None when the worker no longer holds it."""
+    study = session.execute(select(Study.attempts).where(Study.id == study_id, Study.worker == worker,
+                                                         Study.status == StudyStatus.RUNNING)).first()
+    if study is None:
+        return None
+    status = StudyStatus.FAILED if study.attempts >= max_attempts else StudyStatus.QUEUED
+    values: dict[str, Any] = {"status": status, "worker": None, "lease_expires_at": None}
+    if status is StudyStatus.FAILED:
+        values.update(error=_after_tries(reason, study.attempts), finished_at=now())
+    else:
+        values.update(error=reason[:4000], enqueued_at=now())
+    result = session.execute(update(Study).where(Study.id == study_id, Study.worker == worker,
+                                                 Study.status == StudyStatus.RUNNING)
+                             .values(**values).execution_options(synchronize_session=False))
+    return status if _changed_one(result) else None
+
+
+def record_failed_evaluation(session: Session, study_id: int, reason: str, max_attempts: int) -> StudyStatus | None:
+    """An evaluation of a segmented study ended in an unexpected error: one more try counted; ``segmented`` (to be
+    evaluated again) with the reason as its ``error``, or ``failed`` after ``max_attempts`` tries; None when the
+    study is no longer segmented."""
+    study = session.execute(select(Study.attempts).where(Study.id == study_id,
+                                                         Study.status == StudyStatus.SEGMENTED)).first()
+    if study is None:
+        return None
+    tries = study.attempts + 1
+    status = StudyStatus.FAILED if tries >= max_attempts else StudyStatus.SEGMENTED
+    values: dict[str, Any] = {"status": status, "attempts": tries}
+    if status is StudyStatus.FAILED:
+        values.update(error=_after_tries(reason, tries), finished_at=now())
+    else:
+        values.update(error=reason[:4000], enqueued_at=now())
+    result = session.execute(update(Study).where(Study.id == study_id, Study.status == StudyStatus.SEGMENTED)
+                             .values(**values).execution_options(synchronize_session=False))
+    return status if _changed_one(result) else None
+
+
+def _after_tries(reason: str, tries: int) -> str:
+    """The ``error`` of a study failed after ``tries`` tries: the last reason, and how many tries."""
+    return f"{reason[:3900]} (after {tries} {'try' if tries == 1 else 'tries'})"
 
 
 def renew_lease(session: Session, study_id: int, worker: str, lease_s: float) -> bool:
@@ -86,28 +149,32 @@ def record_patient(session: Session, study_id: int, *, patient_id: str, group: s
     )
 
 
-def mark_segmented(session: Session, study_id: int) -> None:
-    """running -> segmented, only if the study is still running (its evaluation may already have finished it)."""
-    session.execute(
-        update(Study).where(Study.id == study_id, Study.status == StudyStatus.RUNNING)
-        .values(status=StudyStatus.SEGMENTED, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+def mark_segmented(session: Session, study_id: int, worker: str | None = None) -> None:
+    """running -> segmented, only if the study is still running (its evaluation may already have finished it),
+    under ``worker``'s claim when given; its evaluation message was just sent (``enqueued_at``)."""
+    query = update(Study).where(Study.id == study_id, Study.status == StudyStatus.RUNNING)
+    if worker is not None:
+        query = query.where(Study.worker == worker)
+    session.execute(query.values(status=StudyStatus.SEGMENTED, lease_expires_at=None, enqueued_at=now())
+                    .execution_options(synchronize_session=False))
 
 
 def mark_done(session: Session, study_id: int, *, metrics_s: float) -> None:
     """Metrics and indices are recorded: the study is done."""
     session.execute(
         update(Study).where(Study.id == study_id)
-        .values(status=StudyStatus.DONE, finished_at=now(), metrics_s=metrics_s, lease_expires_at=None)
+        .values(status=StudyStatus.DONE, finished_at=now(), metrics_s=metrics_s, lease_expires_at=None, error=None)
         .execution_options(synchronize_session=False)
     )
 
 
-def mark_failed(session: Session, study_id: int, error: str) -> None:
-    """Bad input: record why; the study is not retried."""
+def mark_failed(session: Session, study_id: int, error: str, worker: str | None = None) -> None:
+    """Bad input: record why; the study is not retried. With ``worker``, only while that worker holds it."""
+    query = update(Study).where(Study.id == study_id)
+    if worker is not None:
+        query = query.where(Study.worker == worker, Study.status == StudyStatus.RUNNING)
     session.execute(
-        update(Study).where(Study.id == study_id)
+        query
         .values(status=StudyStatus.FAILED, error=error[:4000], finished_at=now(), lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -118,27 +185,51 @@ def study_with_run(session: Session, study_id: int) -> tuple[Study, Run]:
     return session.execute(select(Study, Run).join(Run, Run.id == Study.run_id).where(Study.id == study_id)).one()
 
 
-def requeue_expired(session: Session, run_id: int | None = None) -> list[int]:
-    """Put running studies whose lease expired (their worker died) back to queued; returns their ids."""
-    query = select(Study.id).where(Study.status == StudyStatus.RUNNING, Study.lease_expires_at < now())
+def requeue_expired(session: Session, run_id: int | None = None,
+                    max_attempts: int | None = None) -> tuple[list[int], list[int]]:
+    """Running studies whose lease expired (their worker died or hung): back to ``queued``, or ``failed`` once
+    they had ``max_attempts`` tries; returns the ids of both (requeued, failed)."""
+    moment = now()
+    query = select(Study.id, Study.attempts, Study.worker, Study.error).where(
+        Study.status == StudyStatus.RUNNING, Study.lease_expires_at < moment)
     if run_id is not None:
         query = query.where(Study.run_id == run_id)
-    ids = list(session.execute(query).scalars())
-    if ids:
-        session.execute(
-            update(Study).where(Study.id.in_(ids), Study.status == StudyStatus.RUNNING,
-                                Study.lease_expires_at < now())
-            .values(status=StudyStatus.QUEUED, worker=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
+    requeued: list[int] = []
+    failed: list[int] = []
+    for row in session.execute(query).all():
+        exhausted = max_attempts is not None and row.attempts >= max_attempts
+        values: dict[str, Any] = {"worker": None, "lease_expires_at": None}
+        if exhausted:
+            last = f"; the try before: {row.error}" if row.error else ""
+            values.update(status=StudyStatus.FAILED, finished_at=moment,
+                          error=_after_tries(f"WorkerLost: worker {row.worker} stopped renewing its lease "
+                                             f"(it died, hung or lost the record){last}", row.attempts))
+        else:
+            values.update(status=StudyStatus.QUEUED, enqueued_at=moment,
+                          error=f"WorkerLost: worker {row.worker} stopped renewing its lease")
+        result = session.execute(update(Study).where(Study.id == row.id, Study.status == StudyStatus.RUNNING,
+                                                     Study.lease_expires_at < moment)
+                                 .values(**values).execution_options(synchronize_session=False))
+        if _changed_one(result):
+            (failed if exhausted else requeued).append(row.id)
+    return requeued, failed
 
 
 def requeue_failed(session: Session, run_id: int) -> list[int]:
     """Put a run's failed studies back to queued (``heartseg retry --failed``); returns their ids."""
-    ids = list(session.execute(select(Study.id).where(Study.run_id == run_id,
-                                                      Study.status == StudyStatus.FAILED)).scalars())
+    return requeue_finished(session, run_id, (StudyStatus.FAILED,))
+
+
+def requeue_finished(session: Session, run_id: int, statuses: tuple[StudyStatus, ...],
+                     study_ids: list[int] | None = None) -> list[int]:
+    """Put a run's studies in ``statuses`` (done, failed) back to queued with their tries reset (of ``study_ids``
+    only, when given); returns their ids. Their rows of masks, metrics and indices are replaced as they are redone."""
+    query = select(Study.id).where(Study.run_id == run_id, Study.status.in_(statuses))
+    if study_ids is not None:
+        query = query.where(Study.id.in_(study_ids))
+    ids = list(session.execute(query.order_by(Study.id)).scalars())
     if ids:
-        session.execute(update(Study).where(Study.id.in_(ids)).values(status=StudyStatus.QUEUED, error=None)
+        session.execute(update(Study).where(Study.id.in_(ids), Study.status.in_(statuses))
+                        .values(status=StudyStatus.QUEUED, error=None, attempts=0, enqueued_at=now(), worker=None)
                         .execution_options(synchronize_session=False))
     return ids

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.schema import Mask, Model, Run, Study
+from db.schema import Mask, Model, Run, Study, Worker
 
 
 def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[int, str, float | None]]:
@@ -36,3 +38,11 @@ def status_counts(session: Session, run: str) -> dict[str, int]:
     rows = session.execute(select(Study.status, func.count()).join(Run, Run.id == Study.run_id)
                            .where(Run.name == run).group_by(Study.status)).all()
     return {str(status): count for status, count in rows}
+
+
+def recent_workers(session: Session, seen_within_s: float) -> list[Worker]:
+    """The workers seen within ``seen_within_s`` seconds (one whose start failed wrote one beat, with the reason as
+    ``last_error``), by queue and name; a worker that stopped cleanly is left out."""
+    since = datetime.now(UTC) - timedelta(seconds=seen_within_s)
+    return list(session.execute(select(Worker).where(Worker.last_seen_at >= since, Worker.stopped_at.is_(None))
+                                .order_by(Worker.queue, Worker.name)).scalars())

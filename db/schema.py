@@ -120,6 +120,9 @@ class Study(Base):
     worker: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[Created]
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the message of its current stage was last sent (segment while queued, evaluate once segmented);
+    the reconciler sends it again when the study made no progress for ``HEARTSEG_STALL_S`` since."""
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     segmented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -249,3 +252,26 @@ class QualityFlag(Base):
     severity: Mapped[int]
     """1: a warning, 2: an error."""
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Worker(Base):
+    """A Celery worker's heartbeat: what it is, what it runs, when it was last seen, the error it last met."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    """Celery's node name (``gpu0@host``)."""
+    queue: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(64))
+    """The device it segments on (``cuda:0 (NVIDIA H100)``, ``cpu``); NULL for a metrics worker."""
+    model_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    """The model it has loaded (the last one), NULL before the first."""
+    version: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When it shut down cleanly; NULL while it runs (or when it died)."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """The last error it met: its start that failed, a model that could not be loaded, a study's unexpected error."""

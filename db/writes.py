@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.records import RecordError, index_row, member, metric_row
-from db.schema import FLAG_LENGTH, Base, CardiacIndex, Mask, Metric, Model, QualityFlag, Run, Study
+from db.schema import FLAG_LENGTH, Base, CardiacIndex, Mask, Metric, Model, QualityFlag, Run, Study, Worker
 from heartseg.enums import Frames, IndexSource, StudyStatus
 from heartseg.labels import Phase, Structure
 
@@ -255,3 +255,8 @@ def done_source_uris(session: Session, fingerprint: str, source_uris: Iterable[s
     )
     done = set(session.execute(query).scalars())
     return done if source_uris is None else done & set(source_uris)
+
+
+def record_heartbeat(session: Session, worker: Mapping[str, Any]) -> None:
+    """Write (or refresh) a worker's row of ``workers``: ``name`` is the key, the other columns replace its own."""
+    upsert(session, table_of(Worker), [dict(worker)], ["name"])

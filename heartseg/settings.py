@@ -79,8 +79,32 @@ class Settings(BaseSettings):
                     "device while the next is loaded and preprocessed and the last one written.",
     )
     lease_s: float = Field(default=300.0, gt=0, description="How long a worker's claim on a study lasts unrenewed.")
+    max_attempts: int = Field(
+        default=3, ge=1,
+        description="Tries of a study (an unexpected error, or its worker lost) before it is failed with the last "
+                    "reason; bad input fails at once, transient errors (record, broker, storage) do not count.",
+    )
+    reconcile_s: float = Field(
+        default=30.0, gt=0,
+        description="How often the reconciler in every worker (and `heartseg reconcile --loop`) heals the record: "
+                    "re-queues studies whose lease expired, re-sends messages lost for HEARTSEG_STALL_S.",
+    )
+    stall_s: float = Field(
+        default=900.0, gt=0,
+        description="A study queued or segmented whose message was sent this long ago, while no study made "
+                    "progress (was claimed, segmented or finished) for as long, has its message sent again.",
+    )
+    heartbeat_s: float = Field(
+        default=15.0, gt=0,
+        description="How often a worker writes its heartbeat to the record; `heartseg status` shows those seen "
+                    "within three beats as live.",
+    )
     task_soft_time_limit_s: float = Field(default=3600.0, gt=0, description="Soft time limit of one study task.")
-    task_time_limit_s: float = Field(default=3900.0, gt=0, description="Hard time limit of one study task.")
+    task_time_limit_s: float = Field(
+        default=3900.0, gt=0,
+        description="Hard time limit of one study task; a segmentation worker stops renewing a lease it has held "
+                    "this long, so a hung worker loses its study to another.",
+    )
     visibility_timeout_s: float = Field(
         default=4 * 3600.0, gt=0,
         description="Redis re-delivers an unacknowledged task after this long; keep it above the hard time limit.",

@@ -365,10 +365,11 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(get_settings(), out, tta)
     cohorts = demo_cohorts(settings, out, phantoms, seed)
-    with local_workers(settings, out / "logs"):
+    with local_workers(settings, out / "logs") as workers:
         for cohort in cohorts:
             _submit(settings, str(cohort.folder), None, cohort.run, Frames.ED_ES, True)
-            follow_run(settings, cohort.run, wait=True, poll_s=1.0, console=err_console)
+            follow_run(settings, cohort.run, wait=True, poll_s=1.0, console=err_console, check=workers.check,
+                                starting_s=STARTING_S)
     engine = open_record(settings.database_url)
     console.print(f"test-time mirroring {'on' if tta else 'off'}; record: {out / 'record.db'}")
     for cohort in cohorts:
@@ -488,9 +489,20 @@ def _submit(settings: Settings, source: str, model: Path | None, run: str | None
         task = progress.add_task("enqueueing", total=len(submission.study_ids))
         enqueue_segmentation(create_app(settings), submission.study_ids, on_sent=functools.partial(
             progress.advance, task))
-    console.print(f"run {name}: {len(submission.study_ids)} studies enqueued, {len(submission.skipped)} already "
-                  f"done with model {submission.fingerprint[:16]} (use --force to redo)")
+    parts = [f"run {name}: {len(submission.study_ids)} studies enqueued",
+             f"{len(submission.skipped)} already done with model {submission.fingerprint[:16]} (use --force to redo)"]
+    if submission.in_progress:
+        parts.append(f"{submission.in_progress} in progress")
+    if submission.failed:
+        parts.append(f"{submission.failed} failed earlier (heartseg retry {name} --failed)")
+    console.print(", ".join(parts), highlight=False, soft_wrap=True)
     return name
+
+
+#: How long ``heartseg run`` and ``heartseg demo`` give their workers to start before a queue without one is shown.
+STARTING_S = 120.0
+#: ``heartseg status`` and ``heartseg run``'s exit status when the record could not be reached.
+EXIT_UNREACHABLE = 3
 
 
 @app.command()
@@ -498,14 +510,62 @@ def status(
     run: Annotated[str, typer.Argument(help="Run name.")],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run until every study is done or failed.")] = False,
     poll_s: Annotated[float, typer.Option("--poll", help="Seconds between looks at the record.")] = 2.0,
+    unreachable_s: Annotated[float, typer.Option(
+        "--unreachable-timeout", help="Give up (exit 3) after the record did not answer for this many seconds.")]
+        = 600.0,
 ) -> None:
-    """Progress of a run from the record; re-enqueues studies whose worker died. Exit 1 if any study failed."""
-    from scheduler.progress import follow_run
+    """Progress of a run and its live workers, from the record. Exit 1 if any study failed, 3 if the record could
+    not be reached. Nothing needs it to run: the workers heal the record themselves."""
+    from scheduler.progress import RecordUnreachableError, follow_run
 
-    counts = follow_run(get_settings(), run, wait=wait, poll_s=poll_s, console=err_console)
+    try:
+        counts = follow_run(get_settings(), run, wait=wait, poll_s=poll_s, console=err_console,
+                            unreachable_s=unreachable_s)
+    except RecordUnreachableError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from exc
     console.print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if counts.get(StudyStatus.FAILED):
         raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    loop: Annotated[bool, typer.Option("--loop", help="Run a pass every --every seconds until stopped.")] = False,
+    every_s: Annotated[float | None, typer.Option(
+        "--every", help="Seconds between passes with --loop [env var: HEARTSEG_RECONCILE_S].")] = None,
+) -> None:
+    """Heal the record: re-queue studies whose worker died, fail those out of tries (HEARTSEG_MAX_ATTEMPTS), send
+    again the messages a broker lost. Every worker already does this; run it with --loop where workers may all be
+    gone (one replica)."""
+    import signal
+    import socket
+    import threading
+
+    from db.session import open_record
+    from scheduler.reconciler import reconcile_forever, reconcile_once
+    from workers.celery_app import create_app
+    from workers.heartbeat import WorkerState, beat
+
+    settings = get_settings()
+    engine, celery = open_record(settings.database_url), create_app(settings)
+    if not loop:
+        result = reconcile_once(engine, settings, celery)
+        console.print(f"re-queued {len(result.requeued)}, failed {len(result.failed)}, segment messages sent "
+                      f"{len(result.segment)}, evaluation messages sent {len(result.evaluate)}")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    err_console.print(f"reconciling every {every_s or settings.reconcile_s:g} s", highlight=False)
+    me = WorkerState(name=f"reconciler@{socket.gethostname()}", queue="reconciler")
+
+    def after_pass(error: str | None) -> None:
+        me.last_error = error
+        beat(engine, me)
+
+    reconcile_forever(engine, settings, celery, stop, every_s, after_pass=after_pass)
+    beat(engine, me, stopped=True)
 
 
 @app.command()
@@ -546,7 +606,10 @@ def run_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the record, results, logs, cache and broker "
                                       "(HEARTSEG_* settings given explicitly still win).")] = Path("heartseg-run"),
 ) -> None:
-    """Everything on this host in one command: start workers, submit, follow, report, stop the workers."""
+    """Everything on this host in one command: start workers, submit, follow, report, stop the workers.
+    Exit 1 if a study failed, 2 if a worker could not start (its reason is shown)."""
+    import signal
+
     from db.queries import run_report
     from db.session import open_record
     from scheduler.local_run import local_workers, run_folder_settings
@@ -557,14 +620,22 @@ def run_command(
     gpu_devices = tuple(resolve_devices(devices))
     out.mkdir(parents=True, exist_ok=True)
     settings = run_folder_settings(get_settings(), out, keep_explicit=True)
-    with local_workers(settings, out / "logs", gpu_devices):
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # unwinds through local_workers, which stops the workers
+    with local_workers(settings, out / "logs", gpu_devices) as workers:
         name = _submit(settings, source, model, run, frames, force)
-        counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console)
+        counts = follow_run(settings, name, wait=True, poll_s=1.0, console=err_console, check=workers.check,
+                                starting_s=STARTING_S)
     for table in record_tables(run_report(open_record(settings.database_url), name), name):
         console.print(table)
     console.print(_run_locations(settings, out), highlight=False, soft_wrap=True)
     if counts.get(StudyStatus.FAILED):
         raise typer.Exit(1)
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM stops ``heartseg run`` as Ctrl-C does: its workers are stopped on the way out."""
+    err_console.print("stopping: the workers finish or give back their studies", highlight=False)
+    raise SystemExit(128 + signum)
 
 
 def _run_locations(settings: Settings, out: Path) -> str:

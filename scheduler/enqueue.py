@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from celery import Celery
 from kombu import Producer
 from kombu.common import maybe_declare
 from kombu.utils.uuid import uuid
 
-from workers.celery_app import GPU_QUEUE, SEGMENT_TASK
+from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK
 
 log = logging.getLogger(__name__)
 
 #: Messages handed to the broker at a time.
 CHUNK = 500
+
+#: How a message is retried when the broker does not answer: a few tries within about two seconds, then the
+#: error is raised (the record keeps the study, and the reconciler sends it again later).
+RETRY_POLICY: dict[str, Any] = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
 def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callable[[int], None] | None = None,
@@ -50,7 +55,7 @@ def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callabl
         raise ValueError(f"chunk must be at least 1 message, got {chunk}")
     options = app.amqp.router.route({"queue": GPU_QUEUE}, SEGMENT_TASK, (), None, None)
     with app.producer_or_acquire() as producer:
-        maybe_declare(options["queue"], producer.channel, retry=True)  # once, not per message
+        maybe_declare(options["queue"], producer.channel, retry=True, **RETRY_POLICY)  # once, not per message
         for start in range(0, len(study_ids), chunk):
             part = study_ids[start : start + chunk]
             # Two broker commands per message at most (the push and its event), so a chunk is one flush.
@@ -61,6 +66,33 @@ def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callabl
             if on_sent is not None:
                 on_sent(len(part))
     return len(study_ids)
+
+
+def enqueue_evaluation(app: Celery, study_ids: Sequence[int]) -> int:
+    """Send one evaluate task per segmented study to the cpu queue; returns the number sent.
+
+    Raises
+    ------
+    kombu.exceptions.OperationalError
+        The broker did not answer within :data:`RETRY_POLICY`.
+    """
+    for study_id in study_ids:
+        app.send_task(EVALUATE_TASK, args=[study_id], queue=CPU_QUEUE, retry=True, retry_policy=RETRY_POLICY)
+    return len(study_ids)
+
+
+def queue_length(app: Celery, queue: str) -> int:
+    """How many messages wait in ``queue`` (declared if missing); those a worker has reserved are not counted.
+
+    Raises
+    ------
+    kombu.exceptions.OperationalError
+        The broker did not answer.
+    """
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=RETRY_POLICY["max_retries"])
+        channel: Any = connection.default_channel  # kombu's virtual channels (Redis, filesystem) count messages
+        return int(channel.queue_declare(queue=queue).message_count)
 
 
 def _send(app: Celery, producer: Producer, study_id: int, options: dict[str, object]) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from db.lifecycle import requeue_finished
 from db.records import RecordError, name_problem
-from db.schema import NAME_LENGTH
+from db.schema import NAME_LENGTH, Study
 from db.session import session_scope
 from db.writes import add_studies, done_source_uris, ensure_model, ensure_run
-from heartseg.enums import Frames
-from heartseg.models import POSTPROCESSING_FILE, available_folds, model_fingerprint
+from heartseg.enums import Frames, StudyStatus
+from heartseg.models import POSTPROCESSING_FILE, ModelError, available_folds, check_trusted, model_fingerprint
 from heartseg.privacy import pseudonym
 from heartseg.settings import Settings
 
@@ -30,6 +32,10 @@ class Submission:
     """Sources already done by this model (not enqueued again without ``force``)."""
     refused: list[tuple[str, str]] = field(default_factory=list)
     """``(source, reason)`` of studies that cannot be recorded (their name is too long, ...)."""
+    in_progress: int = 0
+    """Studies of the run submitted again that are running or segmented (not sent again)."""
+    failed: int = 0
+    """Studies of the run submitted again that failed earlier (``heartseg retry RUN --failed``)."""
 
 
 def study_name(source: str) -> str:
@@ -40,10 +46,24 @@ def study_name(source: str) -> str:
 
 
 def register_model(engine: Engine, settings: Settings, model_dir: Path) -> tuple[int, str]:
-    """Fingerprint the model folder (no torch) and record it as used with the current settings (postprocessed
-    masks when ``HEARTSEG_POSTPROCESSING`` is on and the folder has ``postprocessing.pkl``, as the segmenter does)."""
+    """Check the model folder (trusted, readable; no torch) and record it as used with the current settings
+    (postprocessed masks when ``HEARTSEG_POSTPROCESSING`` is on and the folder has ``postprocessing.pkl``, as the
+    segmenter does).
+
+    Raises
+    ------
+    ModelError
+        For a folder outside the trusted roots, or one whose files are missing or cannot be read.
+    """
+    check_trusted(model_dir, settings.trusted_roots)
     postprocessing = settings.postprocessing and (model_dir / POSTPROCESSING_FILE).is_file()
-    fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name, postprocessing=postprocessing)
+    try:
+        fingerprint = model_fingerprint(model_dir, settings.folds, settings.checkpoint_name,
+                                        postprocessing=postprocessing)
+        for name in ("plans.json", "dataset.json"):
+            json.loads((model_dir / name).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_dir}: the model folder cannot be read: {type(exc).__name__}: {exc}") from exc
     folds = ",".join(settings.folds or available_folds(model_dir, settings.checkpoint_name))
     configuration = model_dir.name.rsplit("__", 1)[-1] if "__" in model_dir.name else None
     with session_scope(engine) as session:
@@ -58,7 +78,9 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
     """Record run ``name`` and its studies as queued, skipping those this model has already done.
 
     A study whose name cannot be recorded is refused (listed in :attr:`Submission.refused`); the rest
-    of the cohort is recorded.
+    of the cohort is recorded. For a run submitted again, :attr:`Submission.study_ids` holds only the
+    studies to send: those still queued, and with ``force`` its done and failed studies too, queued
+    again (their rows are replaced as they are redone); running and segmented ones are counted apart.
 
     Raises
     ------
@@ -81,4 +103,11 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
         skipped = sorted(done)
         todo = [s for s in accepted if s not in done]
         ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": names[s]} for s in todo])
-    return Submission(run_id, model_id, fingerprint, ids, skipped, refused)
+        if force:
+            requeue_finished(session, run_id, (StudyStatus.DONE, StudyStatus.FAILED), ids)
+        statuses = {i: status for i, status in session.execute(select(Study.id, Study.status)
+                                                                 .where(Study.id.in_(ids)))}
+    queued = [i for i in ids if statuses.get(i) is StudyStatus.QUEUED]
+    in_progress = sum(statuses.get(i) in (StudyStatus.RUNNING, StudyStatus.SEGMENTED) for i in ids)
+    failed = sum(statuses.get(i) is StudyStatus.FAILED for i in ids)
+    return Submission(run_id, model_id, fingerprint, queued, skipped, refused, in_progress, failed)

@@ -248,10 +248,21 @@ def _probe_holds(container: Obj, probe: Obj, handler: str, expected: tuple) -> b
     return tuple(command[: len(expected)]) == expected
 
 
+#: component label -> why its long-running pod has no probes (it must then serve no port: nothing to probe).
+UNPROBED = {
+    "reconciler": "no port, no traffic; a failed pass is retried at the next tick, and bad settings exit",
+}
+
+
 def probe_problems(objects: Iterable[Obj]) -> list[str]:
-    """Every long-running container has liveness and readiness probes of the expected kind."""
+    """Every long-running container has liveness and readiness probes of the expected kind; those of
+    ``UNPROBED`` serve no port instead."""
     problems = []
     for obj in (o for o in objects if o["kind"] in LONG_RUNNING_KINDS):
+        if component(obj) in UNPROBED:
+            problems.extend(f"{where(obj, c)}: serves a port but has no probe" for c in
+                            pod_template(obj)["spec"]["containers"] if c.get("ports"))
+            continue
         expected = EXPECTED_PROBES.get(component(obj))
         if expected is None:
             problems.append(f"{where(obj)}: component {component(obj)!r} has no expected probe")
@@ -378,8 +389,8 @@ def ingress_sources(objects: list[Obj], target: Obj, pods: list[Obj]) -> tuple[s
 
 
 #: Who may reach the broker and the record (component labels; submit is k8s/jobs/submit-job.yaml).
-REDIS_CLIENTS = {"worker-gpu", "worker-cpu", "flower", "submit"}
-POSTGRES_CLIENTS = {"worker-gpu", "worker-cpu", "migrate", "submit"}
+REDIS_CLIENTS = {"worker-gpu", "worker-cpu", "reconciler", "flower", "submit"}
+POSTGRES_CLIENTS = {"worker-gpu", "worker-cpu", "reconciler", "migrate", "submit"}
 KEDA_OPERATOR = ("namespace {'matchLabels': {'kubernetes.io/metadata.name': 'keda'}} "
                  "pods {'matchLabels': {'app.kubernetes.io/name': 'keda-operator'}}")
 
@@ -442,6 +453,41 @@ def grace_problems(objects: list[Obj]) -> list[str]:
         grace = pod_template(by_component(objects, name))["spec"].get("terminationGracePeriodSeconds", 30)
         if grace <= hard:
             problems.append(f"{name}: terminationGracePeriodSeconds {grace} <= hard time limit {hard}")
+    return problems
+
+
+RECONCILER = "heartseg-reconciler"
+
+
+def reconciler_problems(objects: list[Obj]) -> list[str]:
+    """One always-on `heartseg reconcile --loop` (slim image, no GPU, no port, no data volume), replaced with
+    Recreate and scaled by nobody, with the record's URL from the Secret and the settings from the ConfigMap."""
+    deployment = named(objects, "Deployment", RECONCILER)
+    spec, problems = deployment["spec"], []
+    if component(deployment) != "reconciler":
+        problems.append(f"{where(deployment)}: component {component(deployment)!r} != 'reconciler'")
+    if spec.get("replicas") != 1:
+        problems.append(f"{where(deployment)}: replicas {spec.get('replicas')!r} != 1")
+    if (spec.get("strategy") or {}).get("type") != "Recreate":
+        problems.append(f"{where(deployment)}: strategy is not Recreate")
+    scalers = [where(o) for o in objects if o["kind"] in {"ScaledObject", "HorizontalPodAutoscaler"}
+               and o["spec"]["scaleTargetRef"]["name"] == RECONCILER]
+    problems.extend(f"{scaler} scales {RECONCILER}" for scaler in scalers)
+    container = main_container(deployment)
+    if (container["image"].split(":")[0], container.get("command"), container.get("args")) != (
+            "heartseg/app", ["heartseg"], ["reconcile", "--loop"]):
+        problems.append(f"{where(deployment, container)}: not `heartseg reconcile --loop` in heartseg/app")
+    if container.get("ports"):
+        problems.append(f"{where(deployment, container)}: serves a port")
+    if {"configMapRef": {"name": "heartseg-config"}} not in container.get("envFrom", []):
+        problems.append(f"{where(deployment, container)}: settings not from the ConfigMap heartseg-config")
+    database = [e for e in container.get("env", []) if e["name"] == "HEARTSEG_DATABASE_URL"]
+    if [(e.get("valueFrom") or {}).get("secretKeyRef") for e in database] != [
+            {"name": SECRET_NAME, "key": "database-url"}]:
+        problems.append(f"{where(deployment, container)}: HEARTSEG_DATABASE_URL not from {SECRET_NAME}")
+    volumes = pod_template(deployment)["spec"].get("volumes", [])
+    problems.extend(f"{where(deployment)}: volume {v['name']} is not an emptyDir"
+                    for v in volumes if "emptyDir" not in v)
     return problems
 
 

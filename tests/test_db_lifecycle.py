@@ -25,7 +25,7 @@ def test_claims_are_exclusive_and_expired_leases_requeue(record_url: str) -> Non
         assert not renew_lease(session, s2, "gpu0@a", lease_s=60)  # not its study
     time.sleep(1.0)
     with session_scope(engine) as session:
-        assert requeue_expired(session) == [s1]  # s1's worker stopped renewing; s2's lease holds
+        assert requeue_expired(session) == ([s1], [])  # s1's worker stopped renewing; s2's lease holds
         assert claim_study(session, s1, "gpu1@b", lease_s=60)
         study = session.execute(select(Study).where(Study.id == s1)).scalar_one()
         assert (study.status, study.attempts, study.worker) == (StudyStatus.RUNNING, 2, "gpu1@b")

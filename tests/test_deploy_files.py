@@ -292,10 +292,16 @@ def test_no_secret_values_in_compose_or_images() -> None:
 # --- Health, persistence, ordering -----------------------------------------------------------------
 
 
+#: Long-running services without a healthcheck, and why.
+NO_HEALTHCHECK = {
+    "reconciler": "serves no port; a pass that cannot reach the record or broker is logged and tried again",
+}
+
+
 def test_every_long_running_service_has_a_healthcheck() -> None:
     for name, service in services().items():
         one_shot = service.get("restart") == "no" or "profiles" in service
-        if not one_shot:
+        if not one_shot and name not in NO_HEALTHCHECK:
             healthcheck = service.get("healthcheck", {})
             assert healthcheck.get("test") and healthcheck["test"][0] != "NONE", f"{name} has no healthcheck"
             assert not healthcheck.get("disable"), f"{name}'s healthcheck is disabled"
@@ -330,6 +336,32 @@ def test_workers_wait_for_the_migration() -> None:
         if service.get("command", [])[:2] == ["heartseg", "worker"]:
             assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
             assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_reconciler_runs_once_beside_the_workers() -> None:
+    """One always-on `heartseg reconcile --loop` in the slim image heals the record with every worker stopped."""
+    reconciler = services()["reconciler"]
+    assert reconciler["command"] == ["heartseg", "reconcile", "--loop"]
+    assert reconciler["image"].startswith("heartseg/app:"), "the slim image: no torch, no nnU-Net"
+    assert user_of(reconciler) == "10001"
+    assert reconciler["init"] is True, "SIGTERM reaches `heartseg reconcile`, which stops cleanly"
+    assert reconciler["restart"] == "unless-stopped"
+    environment = _environment(reconciler)
+    assert environment == _environment(services()["migrate"]), "the settings every HeartSeg process gets"
+    assert {"HEARTSEG_DATABASE_URL", "HEARTSEG_BROKER_URL"} <= set(environment)
+    assert reconciler["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert reconciler["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "ports" not in reconciler and "volumes" not in reconciler, "it needs only the record and the broker"
+    assert "deploy" not in reconciler and "scale" not in reconciler, "one replica"
+    assert "profiles" not in reconciler, "started by `up`"
+    assert set(NO_HEALTHCHECK) == {"reconciler"} and "healthcheck" not in reconciler
+
+
+def test_reconciler_settings_pass_through() -> None:
+    """The reconciler's settings reach every HeartSeg container from deploy/.env when set there."""
+    for variable in ("HEARTSEG_MAX_ATTEMPTS", "HEARTSEG_RECONCILE_S", "HEARTSEG_STALL_S", "HEARTSEG_LEASE_S"):
+        assert compose()["x-heartseg-env"][variable] is None, variable
+        assert variable in documented_variables(), variable
 
 
 # --- Mounts and model -------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_overlay_renders_into_the_namespace(rendered: dict[str, list[k8s.Obj]], 
     assert {"Namespace", "ConfigMap", "Service", "Deployment", "StatefulSet", "Job", "NetworkPolicy",
             "PersistentVolumeClaim"} <= kinds
     components = {k8s.component(w) for w in k8s.workloads(objects)}
-    assert components == {"broker", "database", "flower", "worker-cpu", "worker-gpu", "migrate"}
+    assert components == {"broker", "database", "flower", "worker-cpu", "worker-gpu", "reconciler", "migrate"}
     outside = [k8s.where(o) for o in objects
                if o["kind"] != "Namespace" and o["metadata"].get("namespace") != k8s.NAMESPACE]
     assert outside == []
@@ -227,6 +227,7 @@ def test_commands_and_images(rendered: dict[str, list[k8s.Obj]], overlay: str) -
         "worker-cpu": (app, ["worker", "cpu", "--concurrency"]),
         "worker-gpu": (gpu, ["worker", "gpu", "--devices"]),
         "flower": (app, ["flower", "--address", "0.0.0.0", "--port", "5555"]),
+        "reconciler": (app, ["reconcile", "--loop"]),
         "migrate": (app, ["db", "upgrade"]),
     }
     for name, (image, args) in expected.items():
@@ -236,6 +237,18 @@ def test_commands_and_images(rendered: dict[str, list[k8s.Obj]], overlay: str) -
     flower = k8s.main_container(k8s.by_component(objects, "flower"))
     (auth,) = [env for env in flower["env"] if env["name"] == "FLOWER_BASIC_AUTH"]
     assert auth["valueFrom"]["secretKeyRef"] == {"name": k8s.SECRET_NAME, "key": "flower-basic-auth"}
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_one_reconciler_runs_whatever_the_workers_do(rendered: dict[str, list[k8s.Obj]], overlay: str) -> None:
+    """KEDA may scale every segmentation worker to zero: one reconciler replica keeps healing the record."""
+    objects = rendered[overlay]
+    assert k8s.reconciler_problems(objects) == []
+    sources = {name: k8s.ingress_sources(objects, k8s.named(objects, "StatefulSet", name), k8s.workloads(objects))[0]
+               for name in ("heartseg-redis", "heartseg-postgres")}
+    assert all("reconciler" in admitted for admitted in sources.values()), sources
+    base = yaml.safe_load((k8s.K8S / "base" / "kustomization.yaml").read_text())
+    assert "reconciler.yaml" in base["resources"]
 
 
 def _mounts(obj: k8s.Obj) -> dict[str, tuple[str, bool]]:
@@ -301,6 +314,8 @@ def test_submit_job_template(submit: k8s.Obj) -> None:
 # The checks above must be able to fail: each one, fed a copy of the gpu overlay broken in one place, reports it.
 _WORKER = ("Deployment", "heartseg-worker-gpu")
 _WORKER_CONTAINER = ("spec", "template", "spec", "containers", 0)
+_RECONCILER = ("Deployment", k8s.RECONCILER)
+_POSTGRES_CLIENTS = ("spec", "ingress", 0, "from", 0, "podSelector", "matchExpressions", 1, "values")
 BROKEN = {
     "privilege escalation": (k8s.security_problems, *_WORKER,
                              (*_WORKER_CONTAINER, "securityContext", "allowPrivilegeEscalation"), True),
@@ -324,6 +339,17 @@ BROKEN = {
     "short grace": (k8s.grace_problems, *_WORKER, ("spec", "template", "spec", "terminationGracePeriodSeconds"), 30),
     "visibility below hard": (k8s.grace_problems, "ConfigMap", "heartseg-config",
                               ("data", "HEARTSEG_VISIBILITY_TIMEOUT_S"), "1000"),
+    "two reconcilers": (k8s.reconciler_problems, *_RECONCILER, ("spec", "replicas"), 2),
+    "reconciler rolling update": (k8s.reconciler_problems, *_RECONCILER, ("spec", "strategy", "type"),
+                                  "RollingUpdate"),
+    "reconciler in the gpu image": (k8s.reconciler_problems, *_RECONCILER, (*_WORKER_CONTAINER, "image"),
+                                    "heartseg/worker-gpu:0.1.0"),
+    "reconciler port unprobed": (k8s.probe_problems, *_RECONCILER, (*_WORKER_CONTAINER, "ports"),
+                                 [{"name": "http", "containerPort": 8080}]),
+    "reconciler cut off from the record": (
+        lambda objs: k8s.network_problems(objs, k8s.workloads([*objs, k8s.submit_job()]), keda=True),
+        "NetworkPolicy", "heartseg-postgres-ingress", _POSTGRES_CLIENTS,
+        ["worker-gpu", "worker-cpu", "migrate", "submit"]),
     "secret value": (k8s.secret_problems, *_WORKER, (*_WORKER_CONTAINER, "env", 0, "valueFrom", "secretKeyRef", "name"),
                      "other-secret"),
 }

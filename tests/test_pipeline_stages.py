@@ -108,6 +108,16 @@ def test_resubmitting_skips_done_studies_unless_forced(sqlite_url: str, cohort: 
     forced = submit_sources(engine, settings, name="run-3", source_uri="x", sources=sources, model_dir=model_dir,
                             force=True)
     assert len(forced.study_ids) == 2
+    redo = submit_sources(engine, settings, name="run-1", source_uri="x", sources=sources, model_dir=model_dir,
+                          force=True)  # the same run again: its done studies are queued to be redone
+    assert redo.study_ids == first.study_ids
+    with session_scope(engine) as session:
+        statuses = session.execute(select(Study.status, Study.attempts).where(Study.id.in_(first.study_ids))).all()
+    assert statuses == [(StudyStatus.QUEUED, 0)] * 2
+    for study_id in redo.study_ids:
+        assert segment_stage(ctx, study_id, model, worker="test")
+    again = submit_sources(engine, settings, name="run-1", source_uri="x", sources=sources, model_dir=model_dir)
+    assert (again.study_ids, again.in_progress, again.failed) == ([], 2, 0)  # segmented: not sent again
     engine.dispose()
 
 
@@ -158,7 +168,7 @@ def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str
         assert session.execute(select(Study.status)).scalar_one() == StudyStatus.RUNNING  # not stuck as segmented
     time.sleep(0.6)
     with session_scope(engine) as session:
-        assert requeue_expired(session) == [study_id]
+        assert requeue_expired(session) == ([study_id], [])
     evaluated = []
     assert segment_stage(ctx, study_id, model, worker="w2", enqueue_evaluation=lambda: evaluated.append(study_id))
     evaluate_stage(ctx, evaluated[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.schema import Study
+from db.schema import Study, Worker
 from db.session import make_engine
 from heartseg.enums import StudyStatus
 from heartseg.phantom import write_cohort
@@ -32,8 +32,14 @@ def test_run_keeps_everything_in_its_folder(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{out / 'record.db'}")
     with engine.connect() as connection:
         statuses = connection.execute(select(Study.status)).scalars().all()
+        workers = connection.execute(select(Worker.name, Worker.queue, Worker.device, Worker.model_fingerprint,
+                                            Worker.stopped_at, Worker.last_error).order_by(Worker.name)).all()
     engine.dispose()
     assert statuses == [StudyStatus.DONE]
+    assert [(w.name, w.queue, w.device, w.last_error) for w in workers] == [
+        ("cpu@local", "cpu", None, None), ("gpucpu@local", "gpu", "cpu", None)]
+    assert workers[1].model_fingerprint is not None and len(workers[1].model_fingerprint) == 64
+    assert all(w.stopped_at is not None for w in workers)  # both stopped cleanly with the run
     assert list((out / "results").rglob("*.nii.gz")), "no masks under the run folder's results"
     assert sorted(p.name for p in (out / "logs").iterdir())
     assert list(cwd.iterdir()) == []

@@ -30,8 +30,12 @@ from db.lifecycle import (
     mark_done,
     mark_failed,
     mark_segmented,
+    record_failed_evaluation,
+    record_failed_try,
     record_patient,
     record_segmentation,
+    release_claim,
+    renew_lease,
     study_with_run,
 )
 from db.reads import study_masks
@@ -44,15 +48,16 @@ from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure, frame_phase
 from heartseg.privacy import pseudonym
 from heartseg.sources import StudySource, load_study
-from heartseg.storage import StorageError, gzip_deterministic, mask_key, seg_key, sha256_hex
+from heartseg.storage import gzip_deterministic, mask_key, seg_key, sha256_hex
 from heartseg.studies.geometry import GeometryLimits
 from heartseg.studies.model import Study as LoadedStudy
 from workers.indices import CardiacIndices, cardiac_indices, find_ed_es
-from workers.lease_keeper import lease_kept
+from workers.lease_keeper import Lease, LeaseLostError, lease_kept
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
 from workers.qc import QcThresholds, study_flags
 from workers.stage_context import StageContext
+from workers.transient import TRANSIENT
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +68,18 @@ SegmentFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
 #: normalised softmax entropy over the voxels predicted as heart, in [0, 1] (None: not computed, or no heart).
 SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], Callable[[int, np.ndarray, float | None], None]],
                            list[np.ndarray]]
+
+
+class FailedTryError(Exception):
+    """A try of a study ended in an unexpected error, recorded against it (``error``, one try counted).
+
+    ``status`` is what the record made of the study: ``queued`` or ``segmented`` (its stage's message
+    is to be sent again), ``failed`` (out of tries), or None (another worker holds it now).
+    """
+
+    def __init__(self, study_id: int, status: StudyStatus | None, reason: str) -> None:
+        super().__init__(f"study {study_id}: {reason}")
+        self.study_id, self.status, self.reason = study_id, status, reason
 
 
 @dataclass(frozen=True)
@@ -116,7 +133,6 @@ def decode_mask(data: bytes) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker: str,
-                  renew: Callable[[], None] | None = None,
                   enqueue_evaluation: Callable[[], None] | None = None) -> bool:
     """Segment one study; True when its masks are recorded and metrics should follow.
 
@@ -126,25 +142,57 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
     ``segmented``. Killed before the enqueue, the lease expires and the study is segmented
     again (the same rows, upserted); killed after it, the evaluation finishes the study.
 
+    The lease is renewed every third of ``settings.lease_s`` while the frames are segmented, and
+    checked before each mask is written and in the transaction that records them: a worker that lost
+    it (another worker holds the study) stops and writes nothing more (False).
+
     Bad input marks the study failed with the reason (no retry). A DICOM SEG that cannot be made,
     or a PACS that does not take the SEGs back, is a warning recorded with the masks (see
     :func:`write_segs`). A study that another worker holds, or that is already past this stage, is
-    left alone (False). While the frames are segmented, ``renew`` is called every third of the
-    lease (``settings.lease_s``).
+    left alone (False). A transient error (:data:`~workers.transient.TRANSIENT`) gives the study back
+    uncounted and propagates, for the task to retry; any other error is a failed try, recorded, and
+    raised as :class:`FailedTryError`.
     """
     engine, lease_s = ctx.engine, ctx.settings.lease_s
     with session_scope(engine) as session:
-        if not claim_study(session, study_id, worker, lease_s):
+        if not claim_study(session, study_id, worker, lease_s, max_attempts=ctx.settings.max_attempts):
             logger.info("study %s is not claimable (held elsewhere or finished)", study_id)
             return False
         row, run = study_with_run(session, study_id)
         source_uri, frames, run_name, model_id = row.source_uri, run.frames, run.name, run.model_id
+
+    def renew() -> bool:
+        with session_scope(engine) as session:
+            return renew_lease(session, study_id, worker, lease_s)
+
+    lease = Lease(renew, lease_s, max_hold_s=ctx.settings.task_time_limit_s)
+    try:
+        _segment_and_record(ctx, study_id, model, lease, worker, source_uri, frames, run_name, model_id)
+        if enqueue_evaluation is not None:
+            enqueue_evaluation()
+        with session_scope(engine) as session:
+            mark_segmented(session, study_id, worker)
+    except LeaseLostError as exc:
+        logger.warning("study %s: %s; stopped without writing", study_id, exc)
+        return False
+    except StudyError as exc:
+        return record_failure(ctx, study_id, run_name, exc, worker=worker)
+    except TRANSIENT:
+        _give_back(ctx, study_id, worker)
+        raise
+    except Exception as exc:
+        raise _failed_try(ctx, study_id, run_name, exc, worker=worker) from exc
+    count_study(run_name, StudyStatus.SEGMENTED)
+    return True
+
+
+def _segment_and_record(ctx: StageContext, study_id: int, model: ModelInfo, lease: Lease, worker: str,
+                        source_uri: str, frames: Frames, run_name: str, model_id: int) -> None:
+    """Segment the study's frames under ``lease`` and record its masks, while this worker still holds it."""
     source = ctx.source(source_uri)
     try:
-        with lease_kept(renew, lease_s / 3):
-            result = _segment_frames(ctx, source, source_uri, frames, model, run_name)
-    except StudyError as exc:
-        return record_failure(ctx, study_id, run_name, exc)
+        with lease_kept(lease, ctx.settings.lease_s / 3):
+            result = _segment_frames(ctx, source, source_uri, frames, model, run_name, lease)
     finally:
         source.release(source_uri)
     study, labels, masks, segs = result.study, result.labels, result.masks, result.segs
@@ -156,7 +204,9 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
             phase_source = PhaseSource.LV_VOLUME
         else:
             phase_source = None
-    with session_scope(engine) as session:
+    with session_scope(ctx.engine) as session:
+        if not renew_lease(session, study_id, worker, ctx.settings.lease_s):
+            raise LeaseLostError("another worker holds the study, or it is no longer running")
         record_patient(session, study_id, patient_id=result.name, group=study.info.group,
                        height_cm=study.info.height_cm, weight_kg=study.info.weight_kg,
                        n_frames=study.info.n_frames or len(study.frames))
@@ -170,13 +220,36 @@ def segment_stage(ctx: StageContext, study_id: int, model: ModelInfo, *, worker:
                             predict_s=result.predict_s, write_s=result.write_s)
         for warning in result.warnings:
             add_warning(session, study_id, warning)
-    if enqueue_evaluation is not None:
-        enqueue_evaluation()
-    with session_scope(engine) as session:
-        mark_segmented(session, study_id)
-    count_study(run_name, StudyStatus.SEGMENTED)
     count_frames(run_name, len(masks))
-    return True
+
+
+def _give_back(ctx: StageContext, study_id: int, worker: str) -> None:
+    """After a transient error: give the study back uncounted (when the record answers; else its lease expires)."""
+    try:
+        with session_scope(ctx.engine) as session:
+            release_claim(session, study_id, worker)
+    except Exception:
+        logger.warning("study %s: could not give the study back; its lease will expire", study_id, exc_info=True)
+
+
+def _failed_try(ctx: StageContext, study_id: int, run_name: str, exc: Exception, *,
+                worker: str | None = None) -> FailedTryError:
+    """Record an unexpected error as a failed try of the study (its traceback in the log) and say what became of it:
+    the segmentation's try when ``worker`` holds the study, else the evaluation's."""
+    reason = _reason(exc)
+    logger.error("study %s: unexpected error (%s)", study_id, reason, exc_info=exc)
+    limit = ctx.settings.max_attempts
+    try:
+        with session_scope(ctx.engine) as session:
+            status = (record_failed_try(session, study_id, worker, reason, limit) if worker is not None
+                      else record_failed_evaluation(session, study_id, reason, limit))
+    except Exception:
+        logger.warning("study %s: could not record the failed try", study_id, exc_info=True)
+        status = None
+    if status is StudyStatus.FAILED:
+        count_study(run_name, StudyStatus.FAILED)
+        logger.warning("study %s failed after its last try: %s", study_id, reason)
+    return FailedTryError(study_id, status, reason)
 
 
 @dataclass
@@ -196,7 +269,7 @@ class _Segmented:
 
 
 def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, frames: Frames, model: ModelInfo,
-                    run_name: str) -> _Segmented:
+                    run_name: str, lease: Lease | None = None) -> _Segmented:
     """Load the study, segment the frames it needs, write their masks (and SEGs); raises StudyError.
 
     Each mask is encoded and stored as soon as its frame is segmented (in the segmenter's export
@@ -219,6 +292,8 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
     def write(index: int, labels: np.ndarray, uncertainty: float | None = None) -> None:
         """Store one frame's mask; ``uncertainty`` (in [0, 1]) is recorded with it when the segmenter gives it."""
         nonlocal write_s
+        if lease is not None:
+            lease.check()
         t0 = time.perf_counter()
         number = numbers[index]
         data = encode_mask(labels, study)
@@ -245,14 +320,16 @@ def refuse_study(ctx: StageContext, study_id: int, exc: HeartSegError, *, worker
             return False
         _, run = study_with_run(session, study_id)
         run_name = run.name
-    record_failure(ctx, study_id, run_name, exc)
+    record_failure(ctx, study_id, run_name, exc, worker=worker)
     return True
 
 
-def record_failure(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment") -> bool:
-    """Record bad input (or a model that cannot be loaded) against the study: no retry; False: nothing follows."""
+def record_failure(ctx: StageContext, study_id: int, run_name: str, exc: HeartSegError, stage: str = "segment",
+                   worker: str | None = None) -> bool:
+    """Record bad input (or a model that cannot be loaded) against the study: no retry; False: nothing follows.
+    With ``worker``, only while that worker holds the study."""
     with session_scope(ctx.engine) as session:
-        mark_failed(session, study_id, str(exc))
+        mark_failed(session, study_id, str(exc), worker=worker)
     count_study(run_name, StudyStatus.FAILED)
     logger.warning("study %s failed in %s: %s", study_id, stage, exc)
     return False
@@ -326,6 +403,9 @@ def _frames_text(numbers: Sequence[int]) -> str:
 def evaluate_stage(ctx: StageContext, study_id: int) -> None:
     """Metrics against the references, cardiac indices and QC flags from the masks; marks the study done.
 
+    Bad input fails the study; a transient error propagates (the task retries it); any other error is a
+    failed try, recorded, and raised as :class:`FailedTryError` (``segmented``: to be evaluated again).
+
     The QC flags (:mod:`workers.qc`) are computed for every study, with or without references, from the
     predicted masks, their cardiac indices and the uncertainty the segmenter recorded with each mask; they
     replace the study's earlier flags for the model in the same transaction that marks it done.
@@ -360,11 +440,13 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
             record_qc_flags(session, study_id=study_id, model_id=model_id, flags=[f.as_row() for f in flags])
             metrics_s = time.perf_counter() - started
             mark_done(session, study_id, metrics_s=metrics_s)
-    except StorageError:
-        raise  # the results store was unreachable: transient, the task retries it
+    except TRANSIENT:
+        raise  # the record or the results store was unreachable: the task retries it
     except HeartSegError as exc:
         record_failure(ctx, study_id, run_name, exc, stage="evaluation")
         return
+    except Exception as exc:
+        raise _failed_try(ctx, study_id, run_name, exc) from exc
     observe_stage("metrics", metrics_s)
     count_study(run_name, StudyStatus.DONE)
 

@@ -16,23 +16,20 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.worker.control import inspect_command
-from sqlalchemy.exc import OperationalError
 
-from db.lifecycle import renew_lease
 from db.reads import model_path_and_run, run_name_of
 from db.session import session_scope
+from heartseg.enums import StudyStatus
 from heartseg.logs import log_context
 from heartseg.models import ModelError
 from heartseg.settings import get_settings
-from heartseg.storage import StorageError
+from workers import heartbeat
 from workers.celery_app import CPU_QUEUE, EVALUATE_TASK, GPU_QUEUE, SEGMENT_TASK
-from workers.pipeline import ModelInfo, evaluate_stage, refuse_study, segment_stage
+from workers.pipeline import FailedTryError, ModelInfo, evaluate_stage, refuse_study, segment_stage
 from workers.stage_context import StageContext
+from workers.transient import TRANSIENT
 
 logger = logging.getLogger(__name__)
-
-#: Failures worth retrying with backoff: the database, broker or storage was unreachable for a moment.
-TRANSIENT = (OperationalError, ConnectionError, TimeoutError, StorageError)
 
 
 class StudyTask(Task):
@@ -64,6 +61,7 @@ class StudyTask(Task):
                 from workers.inference.predictor import Segmenter  # torch: only GPU workers get here
 
                 self.models[model_path] = Segmenter.from_settings(self.context.settings, model_dir=Path(model_path))
+                heartbeat.note_model(self.models[model_path].fingerprint)
             return self.models[model_path]
 
 
@@ -81,19 +79,30 @@ def _segment(self: StudyTask, study_id: int, path: str) -> None:
     worker = self.request.hostname or "worker"
     try:
         segmenter = self.segmenter_for(path)
-    except ModelError as exc:  # every study of the run fails the same way: the reason is recorded on each
-        refuse_study(ctx, study_id, exc, worker=worker)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # every study of the run fails the same way: the reason is recorded on each
+        problem = exc if isinstance(exc, ModelError) else ModelError(
+            f"the model in {path} cannot be loaded: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        heartbeat.note_error(str(problem))
+        refuse_study(ctx, study_id, problem, worker=worker)
         return
-
-    def renew() -> None:
-        with session_scope(ctx.engine) as session:
-            renew_lease(session, study_id, worker, ctx.settings.lease_s)
 
     def enqueue_evaluation() -> None:
         self.app.send_task(EVALUATE_TASK, args=[study_id], queue=CPU_QUEUE)
 
     model = ModelInfo(segmenter.fingerprint, segmenter.segment, segmenter.segment_frames)
-    segment_stage(ctx, study_id, model, worker=worker, renew=renew, enqueue_evaluation=enqueue_evaluation)
+    try:
+        segment_stage(ctx, study_id, model, worker=worker, enqueue_evaluation=enqueue_evaluation)
+    except FailedTryError as failed:
+        _after_failed_try(self, failed, SEGMENT_TASK, GPU_QUEUE, again=StudyStatus.QUEUED)
+
+
+def _after_failed_try(task: StudyTask, failed: FailedTryError, name: str, queue: str, again: StudyStatus) -> None:
+    """Show the error in the worker's heartbeat; send the study's message again when it has tries left."""
+    heartbeat.note_error(f"study {failed.study_id}: {failed.reason}")
+    if failed.status is again:
+        task.app.send_task(name, args=[failed.study_id], queue=queue)
 
 
 @shared_task(bind=True, base=StudyTask, name=EVALUATE_TASK, queue=CPU_QUEUE)
@@ -102,7 +111,10 @@ def evaluate_study(self: StudyTask, study_id: int) -> None:
     with session_scope(self.context.engine) as session:
         run = run_name_of(session, study_id)
     with log_context(run=run, study_id=study_id):
-        evaluate_stage(self.context, study_id)
+        try:
+            evaluate_stage(self.context, study_id)
+        except FailedTryError as failed:
+            _after_failed_try(self, failed, EVALUATE_TASK, CPU_QUEUE, again=StudyStatus.SEGMENTED)
 
 
 @inspect_command()

@@ -92,3 +92,23 @@ def test_a_corrupted_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {checkpoint}: cannot load the checkpoint"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_submit_refuses_an_untrusted_or_unreadable_model_before_recording_anything(cohort: Path,
+                                                                                   tmp_path: Path) -> None:
+    import sqlite3
+
+    elsewhere = tmp_path / "downloads" / "model"
+    shutil.copytree(SHIPPED_MODEL, elsewhere)
+    result = heartseg(tmp_path, "submit", str(cohort), "--run", "untrusted", "--model", str(elsewhere))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"error: {elsewhere}: not inside a trusted model root")
+    (elsewhere / "plans.json").write_text("{not json")
+    result = heartseg(tmp_path, "submit", str(cohort), "--run", "unreadable", "--model", str(elsewhere),
+                      HEARTSEG_TRUSTED_MODEL_ROOTS=f'["{tmp_path / "downloads"}"]')
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: {elsewhere}: the model folder cannot be read: JSONDecodeError: "), result.stderr
+    with sqlite3.connect(tmp_path / "record.db") as record:
+        assert record.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        assert record.execute("SELECT count(*) FROM studies").fetchone() == (0,)

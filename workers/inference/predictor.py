@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import threading
 import time
@@ -73,6 +74,25 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def device_problem(name: str) -> str | None:
+    """Why the device ``name`` (``HEARTSEG_DEVICE``) cannot be used here, or None when it can."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return (f"HEARTSEG_DEVICE={name} but torch {torch.__version__} finds no CUDA device (CUDA_VISIBLE_DEVICES="
+                f"{visible if visible is not None else 'unset'}; built for CUDA {torch.version.cuda or 'none'}): "
+                "start the worker with --devices cpu, or on a GPU host")
+    return None
+
+
+def describe_device(name: str) -> str:
+    """The device ``name`` resolves to, with the GPU's name: ``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        index = device.index or 0
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type
 
 
 class Segmenter:
