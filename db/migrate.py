@@ -8,11 +8,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from heartseg.errors import HeartSegError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: The PostgreSQL advisory lock held while a process migrates the record.
+MIGRATION_LOCK = 0x4853_4D47  # "HSMG"
 
 
 def alembic_config(url: str) -> Config:
@@ -25,7 +27,8 @@ def alembic_config(url: str) -> Config:
 
 @contextmanager
 def _migrating(engine: Engine) -> Iterator[Connection]:
-    """A connection in one transaction for migrations; on SQLite, foreign keys are not enforced in it.
+    """A connection in one transaction for migrations, one process at a time on PostgreSQL (an advisory lock);
+    on SQLite (whose writers take the database's lock), foreign keys are not enforced in it.
 
     SQLite alters a table by copying it into a new table and dropping the old one; with foreign
     keys enforced, that drop deletes every row that references the old table (``ON DELETE
@@ -41,6 +44,9 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         if connection.dialect.name != "sqlite":
             with connection.begin():
+                # Processes that start together (workers, a submit) migrate one after the other: the
+                # second finds the record at head and does nothing.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 yield connection
             return
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")

@@ -46,24 +46,34 @@ class LocalStore:
         Raises
         ------
         StorageError
-            When ``key`` would land outside the store's folder (``..``, an absolute path, a link).
+            When ``key`` would land outside the store's folder (``..``, an absolute path, a link), or the
+            file system refuses the write (the folder unmounted, read-only or full): a transient error,
+            retried by the task.
         """
         try:
             target = inside(self.root, key)
         except StudyError as exc:
             raise StorageError(f"result key {exc}") from exc
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(data)
+            partial.replace(target)
+        except OSError as exc:
+            raise StorageError(f"{target}: cannot write the result: {type(exc).__name__}: {exc.strerror or exc}") \
+                from exc
         return str(target)
 
     def get(self, uri: str) -> bytes:
-        """Read a file written by :meth:`put`."""
+        """Read a file written by :meth:`put` (:class:`StorageError` when it is missing or cannot be read)."""
         path = Path(uri)
-        if not path.is_file():
-            raise StorageError(f"{uri}: result file not found")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{uri}: result file not found") from exc
+        except OSError as exc:
+            raise StorageError(f"{uri}: cannot read the result: {type(exc).__name__}: {exc.strerror or exc}") \
+                from exc
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

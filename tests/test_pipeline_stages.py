@@ -178,3 +178,70 @@ def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str
         assert session.execute(select(func.count()).select_from(Mask)).scalar_one() == 2
         assert session.execute(select(func.count()).select_from(Metric)).scalar_one() == 6
     engine.dispose()
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_more(sqlite_url: str, cohort: list[Path],
+                                                          tmp_path: Path) -> None:
+    """While w1 segments, its lease expires and w2 takes the study: w1 stops before recording anything, and w2's
+    segmentation is the one recorded."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.lifecycle import claim_study, now
+
+    engine = open_record(sqlite_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"])
+    submission = submit_sources(engine, settings, name="lost", source_uri="x", sources=[str(cohort[0])],
+                                model_dir=model_dir)
+    (study_id,) = submission.study_ids
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
+    oracle = Oracle(cohort[:1])
+
+    def slow_then_overtaken(image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        with session_scope(engine) as session:  # w1 stalled past its lease, and w2 claimed the study
+            session.execute(update(Study).where(Study.id == study_id, Study.worker == "w1")
+                            .values(lease_expires_at=now() - timedelta(seconds=1)))
+            claim_study(session, study_id, "w2", lease_s=60)
+        return oracle(image, spacing)
+
+    sent: list[int] = []
+    lost = ModelInfo(submission.fingerprint, slow_then_overtaken)
+    assert not segment_stage(ctx, study_id, lost, worker="w1", enqueue_evaluation=lambda: sent.append(study_id))
+    with session_scope(engine) as session:
+        study = session.execute(select(Study)).scalar_one()
+        assert (study.status, study.worker, study.attempts) == (StudyStatus.RUNNING, "w2", 2)
+        assert session.execute(select(func.count()).select_from(Mask)).scalar_one() == 0
+    assert sent == [] and not list((tmp_path / "results").rglob("*.nii.gz"))  # no mask written after the loss
+    engine.dispose()
+
+
+def test_an_unexpected_error_is_a_counted_try_until_the_study_fails(sqlite_url: str, cohort: list[Path],
+                                                                    tmp_path: Path) -> None:
+    from workers.pipeline import FailedTryError
+
+    engine = open_record(sqlite_url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"], max_attempts=2)
+    submission = submit_sources(engine, settings, name="poison", source_uri="x", sources=[str(cohort[0])],
+                                model_dir=model_dir)
+    (study_id,) = submission.study_ids
+    ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
+
+    def crash(image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        raise ValueError("spacing 0.0001 mm\nis not a spacing")
+
+    poison = ModelInfo(submission.fingerprint, crash)
+    statuses = []
+    for _ in range(2):
+        with pytest.raises(FailedTryError) as failed:
+            segment_stage(ctx, study_id, poison, worker="w")
+        statuses.append(failed.value.status)
+    assert statuses == [StudyStatus.QUEUED, StudyStatus.FAILED]
+    with session_scope(engine) as session:
+        study = session.execute(select(Study)).scalar_one()
+    assert (study.status, study.attempts) == (StudyStatus.FAILED, 2)
+    assert study.error == "ValueError: spacing 0.0001 mm is not a spacing (after 2 tries)"
+    assert not segment_stage(ctx, study_id, poison, worker="w")  # a late message finds it finished
+    engine.dispose()

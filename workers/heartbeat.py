@@ -26,7 +26,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from sqlalchemy import Engine
 
-from db.session import open_record, session_scope
+from db.session import make_engine, session_scope
 from db.writes import record_heartbeat
 from heartseg import __version__
 from heartseg.settings import Settings, get_settings
@@ -34,7 +34,7 @@ from workers.celery_app import GPU_QUEUE, SEGMENT_TASK
 
 logger = logging.getLogger(__name__)
 
-#: The exit status of a worker that cannot start (its device or record is unusable).
+#: The exit status of a segmentation worker that cannot start (its device is unusable).
 START_FAILED = 2
 
 
@@ -98,11 +98,7 @@ def _on_worker_init(sender: Any = None, **_: object) -> None:
     settings = get_settings()
     queues = _queues_of(sender)
     STATE = WorkerState(name=str(getattr(sender, "hostname", "worker")), queue=",".join(queues) or "?")
-    try:
-        engine = open_record(settings.database_url)
-    except Exception as exc:
-        logger.error("worker %s cannot reach the record: %s", STATE.name, exc)
-        raise SystemExit(START_FAILED) from exc
+    engine = make_engine(settings.database_url)  # the record may be away: its tasks retry, the beats warn
     if GPU_QUEUE in queues:
         problem = _prepare_segmentation(sender.app, settings)
         if problem is not None:
@@ -166,7 +162,7 @@ def _beat_and_reconcile(settings: Settings, state: WorkerState, app: Celery | No
     """Beat every ``heartbeat_s`` and reconcile every ``reconcile_s`` until the worker shuts down."""
     from scheduler.reconciler import reconcile_once
 
-    engine = open_record(settings.database_url, migrate=False)
+    engine = make_engine(settings.database_url)
     next_reconcile = time.monotonic() + settings.reconcile_s
     tick = min(settings.heartbeat_s, settings.reconcile_s)
     while not _stop.wait(tick):
@@ -192,7 +188,7 @@ def _on_worker_shutdown(**_: object) -> None:
     if STATE is None:
         return
     try:
-        engine = open_record(get_settings().database_url, migrate=False)
+        engine = make_engine(get_settings().database_url)
         beat(engine, STATE, stopped=True)
         engine.dispose()
     except Exception as exc:

@@ -43,7 +43,8 @@ class Lease:
         return self._lost.is_set()
 
     def check(self) -> None:
-        """Raise :class:`LeaseLostError` when the lease is lost."""
+        """Renew now, and raise :class:`LeaseLostError` when the lease is lost (called before each write)."""
+        self.renew()
         if self.lost:
             raise LeaseLostError(f"the lease on the study was lost ({self.reason}); another worker may hold it")
 

@@ -224,12 +224,19 @@ def _segment_and_record(ctx: StageContext, study_id: int, model: ModelInfo, leas
 
 
 def _give_back(ctx: StageContext, study_id: int, worker: str) -> None:
-    """After a transient error: give the study back uncounted (when the record answers; else its lease expires)."""
-    try:
-        with session_scope(ctx.engine) as session:
-            release_claim(session, study_id, worker)
-    except Exception:
-        logger.warning("study %s: could not give the study back; its lease will expire", study_id, exc_info=True)
+    """After a transient error: give the study back uncounted, trying for as long as the lease lasts (the record
+    may be what is away); when that fails, the lease expires and the reconciler re-queues the study (a try)."""
+    deadline = time.monotonic() + ctx.settings.lease_s
+    while True:
+        try:
+            with session_scope(ctx.engine) as session:
+                release_claim(session, study_id, worker)
+            return
+        except Exception as exc:
+            if time.monotonic() + 1.0 > deadline:
+                logger.warning("study %s: could not give the study back (%s); its lease will expire", study_id, exc)
+                return
+            time.sleep(1.0)
 
 
 def _failed_try(ctx: StageContext, study_id: int, run_name: str, exc: Exception, *,
