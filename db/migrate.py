@@ -8,7 +8,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
 
 from heartseg.errors import HeartSegError
 
@@ -91,3 +93,52 @@ def check(engine: Engine) -> None:
     with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.check(config)
+
+
+class RecordBehindError(HeartSegError):
+    """The record's schema is not the one this HeartSeg needs: ``heartseg db upgrade`` (or a newer HeartSeg)."""
+
+
+def head_revision() -> str:
+    """The newest revision this HeartSeg knows (its migrations' head)."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "the migrations have no head"
+    return head
+
+
+def record_revision(engine: Engine) -> str | None:
+    """The revision the record is at; None for a database without HeartSeg's tables."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_head(engine: Engine) -> None:
+    """Make sure the record behind ``engine`` has this HeartSeg's schema; an empty database gets it created.
+
+    A record that has tables is never migrated here: :func:`upgrade` (``heartseg db upgrade``) does it, once,
+    when its operator chooses (after a backup).
+
+    Raises
+    ------
+    RecordBehindError
+        When the record is at an older revision (run ``heartseg db upgrade``), or at one this HeartSeg does
+        not know (a newer HeartSeg migrated it).
+    """
+    head, current = head_revision(), record_revision(engine)
+    if current == head:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+        if not tables:
+            upgrade(engine)  # a new, empty database: create the schema
+            return
+        raise RecordBehindError(f"the database at {where} has tables but no HeartSeg revision "
+                                f"({', '.join(sorted(tables)[:5])}): is it HeartSeg's record?")
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+    if current in known:
+        raise RecordBehindError(f"the record at {where} is at revision {current} and this HeartSeg needs {head}: "
+                                "back it up and run `heartseg db upgrade`")
+    raise RecordBehindError(f"the record at {where} is at revision {current}, which this HeartSeg does not know "
+                            f"(its newest is {head}): a newer HeartSeg migrated it; upgrade HeartSeg")

@@ -40,11 +40,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def open_record(url: str, *, migrate: bool = True) -> Engine:
-    """An engine for the record at ``url``, migrated to the newest schema first (idempotent)."""
-    from db.migrate import upgrade
+def open_record(url: str, *, migrate: bool | None = None) -> Engine:
+    """An engine for the record at ``url``, with this HeartSeg's schema.
+
+    The embedded record (SQLite) is migrated on open (its one user runs one HeartSeg). A server's
+    record (PostgreSQL) is only checked: an empty database gets the schema created, and a record at
+    another revision raises :class:`~db.migrate.RecordBehindError`, telling the user to run
+    ``heartseg db upgrade``. ``migrate`` forces the one or the other.
+    """
+    from db.migrate import require_head, upgrade
 
     engine = make_engine(url)
-    if migrate:
+    if migrate if migrate is not None else engine.dialect.name == "sqlite":
         upgrade(engine)
+    else:
+        require_head(engine)
     return engine

@@ -387,13 +387,18 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Apply the schema migrations to HEARTSEG_DATABASE_URL."""
-    from db.migrate import upgrade
+    """Migrate the record at HEARTSEG_DATABASE_URL to this HeartSeg's schema (back it up first). The commands
+    only create the schema in an empty database; a PostgreSQL record at an older revision needs this."""
+    from db.migrate import record_revision, upgrade
     from db.session import make_engine
 
     engine = make_engine(get_settings().database_url)
+    before = record_revision(engine)
     upgrade(engine, revision)
-    console.print(f"record at {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
+    after = record_revision(engine)
+    change = f"from {before or 'empty'} to {after}" if before != after else f"already at {after}"
+    console.print(f"record at {engine.url.render_as_string(hide_password=True)}: {change}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

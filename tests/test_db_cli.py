@@ -54,3 +54,32 @@ def test_upgrade_report_export(record_url: str, tmp_path: Path) -> None:
     missing = heartseg(record_url, "report", "nope")
     assert missing.returncode == 2
     assert "no run named 'nope'" in missing.stderr and "cohort-1" in missing.stderr
+
+
+def test_a_server_record_is_migrated_only_by_db_upgrade(postgres_url: str) -> None:
+    from db.migrate import head_revision, record_revision, upgrade
+    from db.session import make_engine
+
+    engine = make_engine(postgres_url)
+    upgrade(engine, "0006")  # a record made by an older HeartSeg
+    behind = heartseg(postgres_url, "status", "any-run")
+    assert behind.returncode == 2
+    assert behind.stderr.strip().splitlines()[-1] == (
+        f"error: the record at {engine.url.render_as_string(hide_password=True)} is at revision 0006 and this "
+        f"HeartSeg needs {head_revision()}: back it up and run `heartseg db upgrade`")
+    assert record_revision(engine) == "0006"  # the command changed nothing
+    upgraded = heartseg(postgres_url, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip().endswith(f": from 0006 to {head_revision()}")
+    assert heartseg(postgres_url, "db", "upgrade").stdout.strip().endswith(f": already at {head_revision()}")
+    unknown = heartseg(postgres_url, "status", "any-run")
+    assert unknown.stderr == "error: no run named 'any-run' in the record; runs: none\n"  # past the check
+    engine.dispose()
+
+
+def test_an_empty_server_database_gets_the_schema_on_first_open(postgres_url: str) -> None:
+    from db.migrate import head_revision, record_revision
+
+    engine = open_record(postgres_url)
+    assert record_revision(engine) == head_revision()
+    engine.dispose()

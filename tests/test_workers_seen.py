@@ -102,3 +102,20 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_worker_refuses_to_start_on_a_record_behind_its_schema(postgres_url: str, tmp_path: Path) -> None:
+    from db.migrate import head_revision, upgrade
+    from scheduler.worker_launcher import cpu_worker_command
+
+    engine = make_engine(postgres_url)
+    upgrade(engine, "0006")
+    engine.dispose()
+    argv, extra = cpu_worker_command(1, hostname="behind")
+    env = {**environment(), **extra, "HEARTSEG_DATABASE_URL": postgres_url,
+           "HEARTSEG_EMBEDDED_BROKER_DIR": str(tmp_path / "broker")}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    where = make_engine(postgres_url).url.render_as_string(hide_password=True)
+    assert (f"worker cpu@behind cannot start: the record at {where} is at revision 0006 and this HeartSeg needs "
+            f"{head_revision()}: back it up and run `heartseg db upgrade`") in result.stdout + result.stderr

@@ -1,7 +1,9 @@
 """What a worker tells the record about itself, and the reconciler every worker runs.
 
-On start (Celery's ``worker_init``) a worker writes its row of ``workers``: name, queue, device,
-version, host and pid. A segmentation worker first checks its device and loads the default model,
+On start (Celery's ``worker_init``) a worker checks that a server's record has this HeartSeg's schema
+(else it exits with status 2, saying to run ``heartseg db upgrade``) and writes its row of ``workers``:
+name, queue, device, version, host and pid. A segmentation worker first checks its device and loads
+the default model,
 so that a worker that cannot work says why in the record (``last_error``) and exits with status 2
 within seconds, instead of holding studies it cannot segment. Once ready (``worker_ready``), a thread
 beats every ``HEARTSEG_HEARTBEAT_S`` (the model it loaded last, the error it met last) and runs a
@@ -34,7 +36,7 @@ from workers.celery_app import GPU_QUEUE, SEGMENT_TASK
 
 logger = logging.getLogger(__name__)
 
-#: The exit status of a segmentation worker that cannot start (its device is unusable).
+#: The exit status of a worker that cannot start (its device is unusable, its record at another revision).
 START_FAILED = 2
 
 
@@ -99,6 +101,11 @@ def _on_worker_init(sender: Any = None, **_: object) -> None:
     queues = _queues_of(sender)
     STATE = WorkerState(name=str(getattr(sender, "hostname", "worker")), queue=",".join(queues) or "?")
     engine = make_engine(settings.database_url)  # the record may be away: its tasks retry, the beats warn
+    problem = _record_problem(engine)
+    if problem is not None:
+        logger.error("worker %s cannot start: %s", STATE.name, problem)
+        engine.dispose()
+        raise SystemExit(START_FAILED)
     if GPU_QUEUE in queues:
         problem = _prepare_segmentation(sender.app, settings)
         if problem is not None:
@@ -115,6 +122,23 @@ def _on_worker_init(sender: Any = None, **_: object) -> None:
     except Exception as exc:  # the beat is information: the worker works without it
         logger.warning("could not write the worker's heartbeat: %s", exc)
     engine.dispose()
+
+
+def _record_problem(engine: Engine) -> str | None:
+    """Why this worker cannot use the record (a server's record at another revision than this HeartSeg's), or
+    None; a record that does not answer is no reason (the tasks retry). The embedded record is left to the
+    command that started the workers (it migrates it)."""
+    from db.migrate import RecordBehindError, require_head
+
+    if engine.dialect.name == "sqlite":
+        return None
+    try:
+        require_head(engine)
+    except RecordBehindError as exc:
+        return str(exc)
+    except Exception as exc:
+        logger.warning("the record does not answer yet (%s: %s)", type(exc).__name__, exc)
+    return None
 
 
 def _prepare_segmentation(app: Celery, settings: Settings) -> str | None:
