@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from db.schema import CardiacIndex, Mask, Metric, Study
 from db.session import open_record, session_scope
@@ -22,7 +22,7 @@ from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from heartseg.studies import open_study
-from scheduler.submit import submit_sources
+from scheduler.submit import Submission, submit_sources
 from tests.test_models import fake_model
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
 from workers.stage_context import StageContext
@@ -52,6 +52,17 @@ def cohort(tmp_path: Path) -> list[Path]:
     (broken / "Info.cfg").write_text("ED: 1\nES: 5\nGroup: NOR\nHeight: 170\nNbFrame: 10\nWeight: 70\n")
     (broken / "phantom003_frame01.nii.gz").write_bytes(b"\x1f\x8b\x08\x00corrupt")
     return sorted((tmp_path / "cohort").iterdir())
+
+
+def one_study(url: str, cohort: list[Path], tmp_path: Path, run: str,
+              **settings_values: object) -> tuple[Engine, Settings, Submission]:
+    """A record with one run of the cohort's first study, submitted with a fake model."""
+    engine = open_record(url)
+    model_dir = fake_model(tmp_path / "models")
+    settings = Settings(trusted_model_roots=[tmp_path / "models"], **settings_values)
+    submission = submit_sources(engine, settings, name=run, source_uri="x", sources=[str(cohort[0])],
+                                model_dir=model_dir)
+    return engine, settings, submission
 
 
 def test_stages_record_masks_metrics_and_indices(record_url: str, cohort: list[Path], tmp_path: Path) -> None:
@@ -148,11 +159,7 @@ def test_worker_dying_between_masks_and_evaluation_loses_nothing(sqlite_url: str
 
     from db.lifecycle import requeue_expired
 
-    engine = open_record(sqlite_url)
-    model_dir = fake_model(tmp_path / "models")
-    settings = Settings(trusted_model_roots=[tmp_path / "models"])
-    submission = submit_sources(engine, settings, name="die", source_uri="x", sources=[str(cohort[0])],
-                                model_dir=model_dir)
+    engine, settings, submission = one_study(sqlite_url, cohort, tmp_path, "die")
     (study_id,) = submission.study_ids
     store = LocalStore(tmp_path / "results")
     dying = StageContext(engine, store, settings.model_copy(update={"lease_s": 0.5}))
@@ -190,11 +197,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_more(sqlite_url: str, cohor
 
     from db.lifecycle import claim_study, now
 
-    engine = open_record(sqlite_url)
-    model_dir = fake_model(tmp_path / "models")
-    settings = Settings(trusted_model_roots=[tmp_path / "models"])
-    submission = submit_sources(engine, settings, name="lost", source_uri="x", sources=[str(cohort[0])],
-                                model_dir=model_dir)
+    engine, settings, submission = one_study(sqlite_url, cohort, tmp_path, "lost")
     (study_id,) = submission.study_ids
     ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
     oracle = Oracle(cohort[:1])
@@ -221,11 +224,7 @@ def test_an_unexpected_error_is_a_counted_try_until_the_study_fails(sqlite_url: 
                                                                     tmp_path: Path) -> None:
     from workers.pipeline import FailedTryError
 
-    engine = open_record(sqlite_url)
-    model_dir = fake_model(tmp_path / "models")
-    settings = Settings(trusted_model_roots=[tmp_path / "models"], max_attempts=2)
-    submission = submit_sources(engine, settings, name="poison", source_uri="x", sources=[str(cohort[0])],
-                                model_dir=model_dir)
+    engine, settings, submission = one_study(sqlite_url, cohort, tmp_path, "poison", max_attempts=2)
     (study_id,) = submission.study_ids
     ctx = StageContext(engine, LocalStore(tmp_path / "results"), settings)
 

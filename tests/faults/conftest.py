@@ -7,38 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import POSTGRES_ADMIN_URL, new_database
 from tests.faults.cohort import write_small_cohort
 from tests.faults.harness import Scenario
 from tests.faults.servers import PG_BIN, REDIS_SERVER, PostgresCluster, RedisServer
 
 OpenScenario = Callable[..., Scenario]
 MakeRedis = Callable[..., RedisServer]
-
-
-@contextmanager
-def new_database(admin_url: str) -> Iterator[str]:
-    """URL of a new, empty database on the server of ``admin_url``, dropped on exit."""
-    name = f"heartseg_faults_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)  # survives a server restart
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def require(ok: bool, what: str) -> None:
@@ -119,7 +99,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     broker = RedisServer(folder / "redis")
     broker.start()
     try:
-        with new_database(POSTGRES_ADMIN_URL) as database_url:
+        with new_database(POSTGRES_ADMIN_URL, "heartseg_faults") as database_url:
             scenario = Scenario("pool", folder / "scenario", database_url=database_url, broker=broker,
                                 results_uri=str(folder / "store" / "results"))
             try:
@@ -150,7 +130,7 @@ def cluster_database(pg_cluster: PostgresCluster) -> Iterator[str]:
     """URL of a new database on :func:`pg_cluster` (started again first if a test left it stopped)."""
     if not pg_cluster.running():
         pg_cluster.start()
-    with new_database(pg_cluster.url()) as url:
+    with new_database(pg_cluster.url(), "heartseg_faults") as url:
         yield url
         if not pg_cluster.running():
             pg_cluster.start()
