@@ -14,14 +14,14 @@ help: ## List the targets
 
 CHECK_REQUIREMENTS := $(wildcard requirements/checks-*.txt)
 
-$(STAMP): pyproject.toml requirements/constraints.txt $(CHECK_REQUIREMENTS)
+$(STAMP): pyproject.toml setup.py requirements/constraints.txt $(CHECK_REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -c requirements/constraints.txt -e '.[worker,test]' $(addprefix -r ,$(CHECK_REQUIREMENTS))
+	$(PIP) install --quiet -c requirements/constraints.txt -e '.[all,test]' $(addprefix -r ,$(CHECK_REQUIREMENTS))
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with torch (CPU), nnunetv2 and the project (skipped when up to date)
+install: $(STAMP) ## Create .venv with torch (CPU), nnunetv2 and the project with every extra (skipped when up to date)
 
 services: ## Make sure PostgreSQL and Redis answer on 127.0.0.1 (start them if not)
 	.ci/services.sh

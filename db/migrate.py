@@ -129,13 +129,17 @@ def require_head(engine: Engine) -> None:
         return
     where = engine.url.render_as_string(hide_password=True)
     if current is None:
+        from db.schema import Base
+
         with engine.connect() as connection:
-            tables = set(inspect(connection).get_table_names())
-        if not tables:
-            upgrade(engine)  # a new, empty database: create the schema
+            strangers = set(inspect(connection).get_table_names()) - set(Base.metadata.tables) - {"alembic_version"}
+        if not strangers:
+            # A new database (or one another process is creating the schema in): create it. Migrations
+            # take a lock, so a second process waits for the first and then finds the record at head.
+            upgrade(engine)
             return
-        raise RecordBehindError(f"the database at {where} has tables but no HeartSeg revision "
-                                f"({', '.join(sorted(tables)[:5])}): is it HeartSeg's record?")
+        raise RecordBehindError(f"the database at {where} has tables that are not HeartSeg's and no HeartSeg "
+                                f"revision ({', '.join(sorted(strangers)[:5])}): is it HeartSeg's record?")
     known = {script.revision for script in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
     if current in known:
         raise RecordBehindError(f"the record at {where} is at revision {current} and this HeartSeg needs {head}: "

@@ -9,14 +9,33 @@ them where they are needed.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The repository (or installed source tree) root, where the shipped model lives.
+#: The repository root in a checkout (in an installed wheel: the site-packages folder holding the packages).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shipped_models_dir() -> Path:
+    """The checkout's ``models/`` when HeartSeg runs from a checkout, else the installed wheel's copy of it (the
+    package ``heartseg_models``); the checkout's path when neither exists (an image built without the model)."""
+    checkout = PROJECT_ROOT / "models"
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    try:
+        return Path(str(files("heartseg_models")))
+    except ModuleNotFoundError:
+        return checkout
+
+
+#: The folder of the models shipped with HeartSeg (a trusted root).
+SHIPPED_MODELS_DIR = _shipped_models_dir()
+#: The default model: nnU-Net v2's 2D configuration trained on ACDC.
+SHIPPED_MODEL_DIR = SHIPPED_MODELS_DIR / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d"
 
 
 class Settings(BaseSettings):
@@ -45,7 +64,7 @@ class Settings(BaseSettings):
         description="Where masks are written: a local folder or s3://bucket/prefix.",
     )
     model_dir: Path = Field(
-        default=PROJECT_ROOT / "models" / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d",
+        default=SHIPPED_MODEL_DIR,
         description="The trained nnU-Net v2 model folder used when none is named.",
     )
     s3_endpoint_url: str | None = Field(
@@ -196,7 +215,7 @@ class Settings(BaseSettings):
     @property
     def trusted_roots(self) -> list[Path]:
         """The shipped models folder, the configured model folder, and any added roots."""
-        return [PROJECT_ROOT / "models", self.model_dir, *self.trusted_model_roots]
+        return [SHIPPED_MODELS_DIR, self.model_dir, *self.trusted_model_roots]
 
     @property
     def acdc_training_dir(self) -> Path:

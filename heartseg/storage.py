@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from heartseg.errors import HeartSegError, StudyError
+from heartseg.extras import require
 from heartseg.paths import inside, key_part
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 def s3_client(endpoint_url: str | None = None) -> S3Client:
     """A boto3 S3 client (credentials from the standard AWS variables)."""
+    require("s3:// storage", "s3", "boto3")
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint_url or None)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from heartseg.errors import ConfigurationError
-from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir
+from heartseg.extras import require
+from workers.monitoring import MULTIPROC_ENV, new_multiprocess_dir, require_prometheus
 
 
 def resolve_devices(devices: str, visible: str | None = None, nvidia_smi: str = "nvidia-smi") -> list[str]:
@@ -59,7 +60,15 @@ def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None, met
     model: while one study's frames are on the device, the next study (its message reserved by the
     worker) is loaded and preprocessed, and the last one written. With ``metrics_port``, the n-th worker
     serves its metrics on ``metrics_port + n``.
+
+    Raises
+    ------
+    MissingExtraError
+        Without torch and nnunetv2 (the ``[worker]`` extra), or prometheus-client with ``metrics_port``.
     """
+    require("a segmentation worker", "worker", "torch", "nnunetv2")
+    if metrics_port is not None:
+        require_prometheus()
     host = hostname or socket.gethostname()
     commands = []
     for index, device in enumerate(devices):
@@ -78,7 +87,10 @@ def gpu_worker_commands(devices: Sequence[str], hostname: str | None = None, met
 
 def cpu_worker_command(concurrency: int, hostname: str | None = None,
                        metrics_port: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """(argv, extra environment) of the metrics worker."""
+    """(argv, extra environment) of the metrics worker (:class:`MissingExtraError` for ``metrics_port`` without
+    prometheus-client)."""
+    if metrics_port is not None:
+        require_prometheus()
     host = hostname or socket.gethostname()
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues", "cpu",
             "--concurrency", str(concurrency), "--hostname", f"cpu@{host}", "--loglevel", "INFO"]
@@ -104,7 +116,9 @@ def run_workers(commands: Sequence[tuple[list[str], dict[str, str]]]) -> int:
 
 
 def flower_command(address: str, port: int) -> list[str]:
-    """argv of Flower on the HeartSeg Celery app (Flower reads ``FLOWER_*`` variables, basic auth included)."""
+    """argv of Flower on the HeartSeg Celery app (Flower reads ``FLOWER_*`` variables, basic auth included);
+    :class:`MissingExtraError` without Flower (the ``[monitoring]`` extra)."""
+    require("heartseg flower", "monitoring", "flower")
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", f"--address={address}",
             f"--port={port}"]
 

@@ -445,16 +445,17 @@ def test_gpu_image_keeps_a_cuda_torch_matching_its_base() -> None:
     assert all(f"nvidia/cuda:{cuda}." in args for k, args in dockerfile_instructions(GPU_DOCKERFILE) if k == "FROM")
     # torch is installed from that index first, then the project under the same constraint.
     assert "-r /opt/gpu-constraints.txt" in text
-    assert re.search(r'pip install -c /opt/gpu-constraints.txt "\.\[worker\]"', text)
+    assert re.search(r'pip install -c /opt/gpu-constraints.txt "\.\[all\]"', text)
     # The CPU pin of the development machine agrees on the version.
     assert f"torch=={match[1]}" in (ROOT / "requirements" / "constraints.txt").read_text()
 
 
-def test_app_image_installs_the_core_only() -> None:
+def test_app_image_installs_no_worker_extra() -> None:
+    """The core with the s3, pacs and monitoring extras: not [worker] (torch, nnunetv2), nor [all] that holds it."""
     text = APP_DOCKERFILE.read_text()
     assert "torch" not in re.sub(r"#.*", "", text).replace("'torch in app image'", "").replace("'torch'", "")
-    assert "[worker]" not in text
-    assert re.search(r"pip install \.\s", text)
+    assert not re.search(r"\[[a-z0-9,]*\b(worker|all)\b", text)
+    assert re.search(r'pip install "\./\[s3,pacs,monitoring\]"', text)  # "./": hadolint's local path
     assert "find_spec('torch')" in text, "the build refuses an app image that contains torch"
 
 

@@ -66,10 +66,10 @@ def test_run_stops_with_the_error_of_a_worker_that_cannot_start(tmp_path: Path) 
 
 
 def test_sigterm_stops_run_and_its_workers(tmp_path: Path) -> None:
-    write_cohort(tmp_path / "cohort", 3, seed=22)
+    write_cohort(tmp_path / "cohort", 2, seed=22)
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "run", str(tmp_path / "cohort"), "-o", str(out),
-                            "--frames", "all", "--devices", "cpu"], env=environment(), cwd=tmp_path,
+                            "--frames", "ed-es", "--devices", "cpu"], env=environment(), cwd=tmp_path,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     engine = make_engine(f"sqlite:///{out / 'record.db'}")
     try:

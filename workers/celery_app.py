@@ -14,6 +14,7 @@ from functools import cache
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
+from heartseg.extras import MissingExtraError
 from heartseg.logs import configure_logging
 from heartseg.settings import Settings, get_settings
 
@@ -100,12 +101,16 @@ def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
 
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
-    """With ``HEARTSEG_METRICS_PORT`` set, serve the worker's Prometheus metrics from its main process."""
+    """With ``HEARTSEG_METRICS_PORT`` set, serve the worker's Prometheus metrics from its main process (a worker
+    without prometheus-client says so and works on, its metrics off)."""
     from workers import monitoring
 
     port = get_settings().metrics_port
     if port is not None:
-        monitoring.start_metrics_server(port)
+        try:
+            monitoring.start_metrics_server(port)
+        except MissingExtraError as exc:
+            logging.getLogger(__name__).error("%s; this worker serves no metrics", exc)
 
 
 @worker_process_shutdown.connect

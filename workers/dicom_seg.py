@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
@@ -43,8 +42,16 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from heartseg.errors import StudyError
+from heartseg.extras import MissingExtraError
 from heartseg.labels import Structure
 from heartseg.studies.dicom import ORIENTATION_TOLERANCE, read_dataset
+
+try:
+    import highdicom as hd
+except ModuleNotFoundError as exc:  # installed by the [worker] extra
+    if exc.name != "highdicom":
+        raise
+    raise MissingExtraError("writing DICOM SEGs", "worker", ["highdicom"]) from exc
 
 logger = logging.getLogger(__name__)
 

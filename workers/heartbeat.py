@@ -144,9 +144,13 @@ def _record_problem(engine: Engine) -> str | None:
 def _prepare_segmentation(app: Celery, settings: Settings) -> str | None:
     """Check the device and load the default model into the segment task's cache; the reason when the device
     cannot be used. A default model that cannot be loaded is only noted: runs may use another one."""
+    from heartseg.errors import HeartSegError
     from heartseg.models import ModelError
-    from workers.inference.predictor import describe_device, device_problem
 
+    try:
+        from workers.inference.predictor import describe_device, device_problem
+    except HeartSegError as exc:  # torch or nnunetv2 missing: the [worker] extra
+        return str(exc)
     assert STATE is not None
     problem = device_problem(settings.device)
     if problem is not None:

@@ -5,6 +5,9 @@ unset). Celery's prefork pool runs tasks in child processes, so the metrics use
 prometheus-client's multiprocess mode: every process writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` and the worker's main process serves their sum. ``heartseg worker``
 gives each worker a fresh folder in its environment (:func:`new_multiprocess_dir`).
+
+prometheus-client comes with the ``[monitoring]`` extra: without it a worker runs with its metrics off
+(counting does nothing), and asking for the endpoint is a :class:`~heartseg.extras.MissingExtraError`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from heartseg.extras import installed, require
+
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -23,6 +28,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: and the time the device waited for preprocessed frames (``device_wait``).
 STAGES = ("load", "preprocess", "forward", "export", "write", "metrics", "device_wait")
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+def require_prometheus() -> None:
+    """Refuse (:class:`~heartseg.extras.MissingExtraError`) a metrics endpoint without prometheus-client."""
+    require("HEARTSEG_METRICS_PORT (the workers' Prometheus endpoint)", "monitoring", "prometheus_client")
 
 
 def new_multiprocess_dir(name: str) -> str:
@@ -63,29 +73,34 @@ class _Metrics:
 
 
 _metrics: _Metrics | None = None
+#: Whether prometheus-client is installed (the [monitoring] extra); without it the metrics are off.
+ENABLED = installed("prometheus_client")
 
 
-def metrics() -> _Metrics:
-    """This process's metric objects."""
+def metrics() -> _Metrics | None:
+    """This process's metric objects; None without prometheus-client."""
     global _metrics
-    if _metrics is None:
+    if _metrics is None and ENABLED:
         _metrics = _Metrics()
     return _metrics
 
 
 def count_study(run: str, outcome: str) -> None:
     """One more study of ``run`` reached ``outcome`` (segmented, done, failed)."""
-    metrics().studies.labels(run=run, outcome=outcome).inc()
+    if (m := metrics()) is not None:
+        m.studies.labels(run=run, outcome=outcome).inc()
 
 
 def observe_stage(stage: str, seconds: float) -> None:
     """Record the time one stage took."""
-    metrics().stage_seconds.labels(stage=stage).observe(seconds)
+    if (m := metrics()) is not None:
+        m.stage_seconds.labels(stage=stage).observe(seconds)
 
 
 def count_frames(run: str, n: int) -> None:
     """``n`` more frames of ``run`` segmented."""
-    metrics().frames.labels(run=run).inc(n)
+    if (m := metrics()) is not None:
+        m.frames.labels(run=run).inc(n)
 
 
 def start_metrics_server(port: int) -> None:
@@ -94,7 +109,13 @@ def start_metrics_server(port: int) -> None:
     Without ``PROMETHEUS_MULTIPROC_DIR`` in the environment from the start (a worker started
     by ``celery worker`` rather than ``heartseg worker``), only this process's own values are
     served: right for the solo pool of a GPU worker, incomplete for a prefork pool.
+
+    Raises
+    ------
+    MissingExtraError
+        Without prometheus-client (the ``[monitoring]`` extra).
     """
+    require_prometheus()
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -112,6 +133,8 @@ def start_metrics_server(port: int) -> None:
 
 def process_exited(pid: int) -> None:
     """Forget a dead pool process's live gauges (counters and histograms keep its counts)."""
+    if not ENABLED:
+        return
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid)

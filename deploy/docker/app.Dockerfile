@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # HeartSeg application image without torch: the `heartseg` CLI (scheduler: submit, status,
-# report), the CPU metrics worker, Flower and the migration step. Core dependencies only.
+# report), the CPU metrics worker, Flower and the migration step. The core and the s3, pacs and
+# monitoring extras (S3 and PACS sources and results, Flower); not the worker extra.
 # Build from the repository root (the context is filtered by /.dockerignore):
 #   docker build -f deploy/docker/app.Dockerfile -t heartseg/app:0.1.0 .
 
@@ -12,13 +13,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY heartseg/ heartseg/
 COPY workers/ workers/
 COPY scheduler/ scheduler/
 COPY db/ db/
-# Core dependencies only; the build fails if any of them drags in torch.
-RUN pip install . \
+# No torch; the build fails if any of them drags it in.
+RUN pip install "./[s3,pacs,monitoring]" \
     && pip check \
     && python -c "import importlib.util as u, sys; sys.exit('torch in app image' if u.find_spec('torch') else 0)" \
     && heartseg --help > /dev/null

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# HeartSeg GPU worker: CUDA torch, nnunetv2 2.8.1 and the project (`pip install .[worker]`).
+# HeartSeg GPU worker: CUDA torch, nnunetv2 2.8.1 and the project with every extra (`pip install .[all]`).
 # Build from the repository root (the context is filtered by /.dockerignore):
 #   docker build -f deploy/docker/worker-gpu.Dockerfile -t heartseg/worker-gpu:0.1.0 .
 # The model is not in the image: compose mounts a model folder read-only under /models.
@@ -33,12 +33,12 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" -r /opt/gpu-constraints.txt \
     && python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch without CUDA')"
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY heartseg/ heartseg/
 COPY workers/ workers/
 COPY scheduler/ scheduler/
 COPY db/ db/
-RUN pip install -c /opt/gpu-constraints.txt ".[worker]" \
+RUN pip install -c /opt/gpu-constraints.txt ".[all]" \
     && pip check \
     && python -c "import torch, nnunetv2, workers.tasks; assert torch.version.cuda, 'CPU torch'"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from heartseg.errors import StudyError
+from heartseg.extras import require
 from heartseg.paths import inside, key_part
 from heartseg.sources.base import Discovery, Selection, StudySource
 from heartseg.sources.s3 import remove_copy
@@ -82,6 +83,7 @@ def parse_source(uri: str) -> DicomWebAddress:
 
 def make_client(base_url: str, auth: str | None = None) -> DICOMwebClient:
     """A ``dicomweb_client.DICOMwebClient`` for the service (basic auth ``user:password`` when given)."""
+    require("a dicomweb:// source", "pacs", "dicomweb_client")
     import requests
     from dicomweb_client import DICOMwebClient
 

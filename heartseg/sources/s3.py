@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heartseg.errors import StudyError
+from heartseg.extras import MissingExtraError
 from heartseg.paths import check_object_key, inside, key_part, printable
 from heartseg.sources.base import Discovery, Selection, StudySource
 from heartseg.storage import s3_client, split_s3_uri
@@ -57,6 +58,8 @@ def discover_s3_entries(uri: str, endpoint_url: str | None = None) -> Discovery:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     try:
         listed = _keys(s3_client(endpoint_url), bucket, prefix)
+    except MissingExtraError:
+        raise
     except Exception as exc:
         raise StudyError(uri, f"cannot list the bucket ({exc})") from exc
     keys = [k for k in listed if "\x00" not in k]
