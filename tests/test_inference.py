@@ -33,11 +33,12 @@ def test_untrusted_model_is_refused_before_loading(tmp_path: Path) -> None:
 
 @pytest.mark.acdc
 def test_masks_equal_nnunet_predict(segmenter: Segmenter, acdc_root: Path, tmp_path: Path) -> None:
-    """Same model, same files, mirroring off: our masks equal nnUNetv2_predict_from_modelfolder's."""
+    """Same model, same files, mirroring off: our masks equal nnUNetv2_predict_from_modelfolder's (ED and ES of two
+    validation patients)."""
     images = tmp_path / "images"
     images.mkdir()
     ours = {}
-    for patient in VALIDATION:
+    for patient in VALIDATION[:2]:
         study = load_acdc_patient(acdc_root / patient, cine=False)
         for frame in study.frames:
             case = f"{patient}_frame{frame.number:02d}"
@@ -50,7 +51,7 @@ def test_masks_equal_nnunet_predict(segmenter: Segmenter, acdc_root: Path, tmp_p
          "--disable_progress_bar"],
         check=True, capture_output=True, timeout=900,
     )
-    assert len(ours) == 10
+    assert len(ours) == 4
     for case, labels in ours.items():
         theirs = np.asarray(nib.load(out / f"{case}.nii.gz").dataobj)
         assert theirs.shape == labels.shape
@@ -115,7 +116,7 @@ def test_batched_predictor_agrees_with_nnunet_predictor(acdc_root: Path, mirrori
     settings = Settings(device="cpu", use_mirroring=mirroring)
     nnunet = Segmenter.from_settings(settings.model_copy(update={"predictor": "nnunet"}))
     batched = Segmenter.from_settings(settings.model_copy(update={"predictor": "batched", "tiles_per_batch": 12}))
-    patients = VALIDATION[:2] if mirroring else VALIDATION[2:]
+    patients = VALIDATION[:1] if mirroring else VALIDATION[2:]  # mirroring quadruples the forward passes
     differing = total = 0
     for patient in patients:
         study = load_acdc_patient(acdc_root / patient, cine=False)
