@@ -81,8 +81,9 @@ def enqueue_evaluation(app: Celery, study_ids: Sequence[int]) -> int:
     return len(study_ids)
 
 
-def queue_length(app: Celery, queue: str) -> int:
-    """How many messages wait in ``queue`` (declared if missing); those a worker has reserved are not counted.
+def queue_lengths(app: Celery, queues: Sequence[str]) -> dict[str, int]:
+    """How many messages wait in each of ``queues`` (declared if missing), over one broker connection; those a
+    worker has reserved are not counted.
 
     Raises
     ------
@@ -92,7 +93,7 @@ def queue_length(app: Celery, queue: str) -> int:
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=RETRY_POLICY["max_retries"])
         channel: Any = connection.default_channel  # kombu's virtual channels (Redis, filesystem) count messages
-        return int(channel.queue_declare(queue=queue).message_count)
+        return {queue: int(channel.queue_declare(queue=queue).message_count) for queue in queues}
 
 
 def _send(app: Celery, producer: Producer, study_id: int, options: dict[str, object]) -> None:

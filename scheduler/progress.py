@@ -1,6 +1,7 @@
 """Follow a run in the record (``heartseg status``): its progress, the live workers, the record's outages.
 
-Each look also runs a reconciler pass (:mod:`scheduler.reconciler`), as every worker does on its own:
+Every ``HEARTSEG_RECONCILE_S`` it also runs a reconciler pass (:mod:`scheduler.reconciler`), as every
+worker does on its own:
 a run finishes without anyone following it, and following it changes nothing but how soon a lost
 study is seen. A record or broker that does not answer is shown as one line and tried again; after
 ``unreachable_s`` without an answer, :class:`RecordUnreachableError` is raised.
@@ -96,16 +97,19 @@ def follow_run(settings: Settings, run: str, *, wait: bool, poll_s: float, conso
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn())
     started, first_done = time.monotonic(), None
+    next_pass = started
     shown: tuple[str, tuple[str, ...]] | None = None
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(run, total=1, detail="")
         while True:
             if check is not None:
                 check()
-            try:
-                reconcile_once(engine, settings, celery, run_id)
-            except TRANSIENT as exc:
-                logger.debug("reconciler pass skipped: %s", exc)
+            if time.monotonic() >= next_pass:  # as often as a worker's reconciler, not at every look
+                next_pass = time.monotonic() + settings.reconcile_s
+                try:
+                    reconcile_once(engine, settings, celery, run_id)
+                except TRANSIENT as exc:
+                    logger.debug("reconciler pass skipped: %s", exc)
             counts, workers = _reach(lambda: _look(engine, run, settings), progress.console, unreachable_s)
             view = workers_view(workers, counts, starting=time.monotonic() - started < starting_s)
             if shown != (view.summary, view.problems):

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from db.reconcile import Reconciliation, reconcile_record, try_reconciler_lock
 from db.session import session_scope
 from heartseg.settings import Settings
-from scheduler.enqueue import enqueue_evaluation, enqueue_segmentation, queue_length
+from scheduler.enqueue import enqueue_evaluation, enqueue_segmentation, queue_lengths
 from workers.celery_app import CPU_QUEUE, GPU_QUEUE
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def reconcile_once(engine: Engine, settings: Settings, app: Celery, run_id: int 
     sqlalchemy.exc.OperationalError, kombu.exceptions.OperationalError
         The record or the broker could not be reached; nothing was changed.
     """
-    idle = (queue_length(app, GPU_QUEUE) == 0, queue_length(app, CPU_QUEUE) == 0)
+    waiting = queue_lengths(app, (GPU_QUEUE, CPU_QUEUE))
+    idle = (waiting[GPU_QUEUE] == 0, waiting[CPU_QUEUE] == 0)
     with session_scope(engine) as session:
         if not try_reconciler_lock(session):
             return Reconciliation()
