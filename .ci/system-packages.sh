@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use when missing: a real PACS (Orthanc with its DICOMweb plugin),
-# dicom3tools (dciodvfy, the DICOM object validator the SEG tests run), and a headless browser
-# (Chromium and its WebDriver, which the report page test drives through selenium).
+# dicom3tools (dciodvfy, the DICOM object validator the SEG tests run), a headless browser
+# (Chromium and its WebDriver, which the report page and viewer tests drive through selenium), and npm
+# (`make viewer` fetches OHIF's viewer with it; any npm will do, Debian's or the one Node.js brought).
 set -euo pipefail
 
 packages=(orthanc orthanc-dicomweb dicom3tools chromium chromium-driver)
@@ -9,6 +10,7 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

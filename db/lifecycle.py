@@ -8,6 +8,7 @@ when it is claimed again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -16,6 +17,16 @@ from sqlalchemy.orm import Session
 
 from db.schema import Run, Study
 from heartseg.enums import PhaseSource, StudyStatus
+
+#: The most ids one ``IN (...)`` list carries: a statement takes at most 65,535 parameters on PostgreSQL and
+#: 32,766 on SQLite, and a run can hold more studies than either.
+IN_CHUNK = 10_000
+
+
+def id_chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """``ids`` in pieces of at most :data:`IN_CHUNK`, one ``IN`` list each."""
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start:start + IN_CHUNK]
 
 
 def _changed_one(result: Result[Any]) -> bool:
@@ -225,11 +236,12 @@ def requeue_finished(session: Session, run_id: int, statuses: tuple[StudyStatus,
     """Put a run's studies in ``statuses`` (done, failed) back to queued with their tries reset (of ``study_ids``
     only, when given); returns their ids. Their rows of masks, metrics and indices are replaced as they are redone."""
     query = select(Study.id).where(Study.run_id == run_id, Study.status.in_(statuses))
-    if study_ids is not None:
-        query = query.where(Study.id.in_(study_ids))
     ids = list(session.execute(query.order_by(Study.id)).scalars())
-    if ids:
-        session.execute(update(Study).where(Study.id.in_(ids), Study.status.in_(statuses))
+    if study_ids is not None:  # filtered here: a run's ids can be more than one statement's parameters
+        wanted = set(study_ids)
+        ids = [i for i in ids if i in wanted]
+    for part in id_chunks(ids):
+        session.execute(update(Study).where(Study.id.in_(part), Study.status.in_(statuses))
                         .values(status=StudyStatus.QUEUED, error=None, attempts=0, enqueued_at=now(), worker=None)
                         .execution_options(synchronize_session=False))
     return ids

@@ -120,12 +120,13 @@ WIDE_PHASES = ("ED", "ES")
 WIDE_INDICES = ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
                 "rv_ef_pct", "myo_mass_g")
 #: The columns of ``heartseg export RUN --wide FILE``, in order: the study, its indices from the predicted and
-#: the reference masks (each index's pair side by side), Dice per structure and phase, its QC flags (as view
-#: ``run_qc``) and the error of a failed study.
+#: the reference masks (each index's pair side by side), Dice and the segmenter's predicted Dice per structure
+#: and phase, its QC flags (as view ``run_qc``) and the error of a failed study.
 WIDE_COLUMNS = (
     "study", "group", "status", "ed_frame", "es_frame",
     *(f"{name}_{source}" for name in WIDE_INDICES for source in ("pred", "ref")),
     *(f"dice_{structure}_{phase}" for structure in WIDE_STRUCTURES for phase in WIDE_PHASES),
+    *(f"predicted_dice_{structure}_{phase}" for structure in WIDE_STRUCTURES for phase in WIDE_PHASES),
     "n_flags", "severity", "flags", "error",
 )
 
@@ -146,13 +147,18 @@ SELECT m.study_id, m.phase, m.structure, m.dice
 FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
 WHERE r.name = :run AND m.model_id = r.model_id AND m.phase IN ('ED', 'ES')
 """
+_WIDE_PREDICTED_DICE_SQL = """
+SELECT q.study_id, q.phase, q.structure, q.predicted_dice
+FROM frame_quality q JOIN studies s ON s.id = q.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND q.model_id = r.model_id AND q.phase IN ('ED', 'ES')
+"""
 
 
 def run_wide_rows(engine: Engine, run: str) -> list[dict[str, Any]]:
     """One row per study of ``run`` with the columns :data:`WIDE_COLUMNS` (None where there is no value), by
-    patient: the long rows of ``studies``, ``cardiac_indices`` and ``metrics`` (the run's model's) and of view
-    ``run_qc``, pivoted here so that the same SQL serves PostgreSQL and SQLite. :class:`UnknownRunError` when
-    there is no such run."""
+    patient: the long rows of ``studies``, ``cardiac_indices``, ``metrics`` and ``frame_quality`` (the run's
+    model's) and of view ``run_qc``, pivoted here so that the same SQL serves PostgreSQL and SQLite.
+    :class:`UnknownRunError` when there is no such run."""
     require_run(engine, run)
     rows: dict[int, dict[str, Any]] = {}
     for study in fetch(engine, _WIDE_STUDIES_SQL, run=run):
@@ -165,6 +171,9 @@ def run_wide_rows(engine: Engine, run: str) -> list[dict[str, Any]]:
             row[f"{name}_{index['source']}"] = index[name]
     for metric in fetch(engine, _WIDE_DICE_SQL, run=run):
         rows[int(metric["study_id"])][f"dice_{metric['structure']}_{metric['phase']}"] = metric["dice"]
+    for quality in fetch(engine, _WIDE_PREDICTED_DICE_SQL, run=run):
+        rows[int(quality["study_id"])][f"predicted_dice_{quality['structure']}_{quality['phase']}"] \
+            = quality["predicted_dice"]
     for qc in run_qc(engine, run):
         rows[int(qc["study_id"])].update({k: qc[k] for k in ("n_flags", "severity", "flags")})
     return list(rows.values())
@@ -198,6 +207,14 @@ JOIN studies s ON s.id = p.study_id JOIN runs r ON r.id = s.run_id
 WHERE r.name = :run AND p.source = 'pred'
 ORDER BY s.patient_id, s.id
 """
+_RUN_QUALITY_ROWS_SQL = """
+SELECT s.id AS study_id, s.patient_id, s.pathology_group, q.frame, q.phase, q.structure, q.predicted_dice, m.dice
+FROM frame_quality q JOIN studies s ON s.id = q.study_id JOIN runs r ON r.id = s.run_id
+LEFT JOIN metrics m ON m.study_id = q.study_id AND m.model_id = q.model_id AND m.frame = q.frame
+     AND m.structure = q.structure
+WHERE r.name = :run AND q.model_id = r.model_id
+ORDER BY s.patient_id, s.id, q.frame, CASE q.structure WHEN 'RV' THEN 1 WHEN 'MYO' THEN 2 ELSE 3 END
+"""
 _RUN_STUDY_MASKS_SQL = """
 SELECT s.id AS study_id, s.patient_id, s.source_uri, k.frame, k.phase, k.uri
 FROM masks k JOIN studies s ON s.id = k.study_id JOIN runs r ON r.id = s.run_id
@@ -222,6 +239,13 @@ def run_index_pairs(engine: Engine, run: str) -> list[dict[str, Any]]:
     """Per study of ``run`` with indices from both masks: ``pred_<index>`` and ``ref_<index>`` of every
     index of :data:`PAIRED_INDICES` (the pairs ``run_index_agreement`` summarises)."""
     return fetch(engine, _RUN_INDEX_PAIRS_SQL, run=run)
+
+
+def run_quality_rows(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """Per study, frame and structure of ``run`` with a ``frame_quality`` row (its model's): the predicted Dice
+    (NULL without a calibration) and the Dice against the reference (NULL without one, or where undefined),
+    with the study's patient, group and the frame's phase."""
+    return fetch(engine, _RUN_QUALITY_ROWS_SQL, run=run)
 
 
 def run_study_masks(engine: Engine, run: str) -> list[dict[str, Any]]:

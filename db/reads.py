@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.schema import Mask, Model, Run, Study, Worker
+from db.schema import FrameQualityRow, Mask, Model, Run, Study, Worker
+from heartseg.labels import Structure
 
 
 def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[int, str, float | None]]:
@@ -16,6 +17,18 @@ def study_masks(session: Session, study_id: int, model_id: int) -> list[tuple[in
     rows = session.execute(select(Mask.frame, Mask.uri, Mask.uncertainty)
                            .where(Mask.study_id == study_id, Mask.model_id == model_id).order_by(Mask.frame))
     return [(frame, uri, uncertainty) for frame, uri, uncertainty in rows]
+
+
+def study_predicted_dice(session: Session, study_id: int, model_id: int) -> dict[int, dict[Structure, float | None]]:
+    """``{frame: {structure: predicted Dice}}`` that a model's segmentation of a study recorded in
+    ``frame_quality`` (None where it has no calibration); frames without rows are absent."""
+    rows = session.execute(select(FrameQualityRow.frame, FrameQualityRow.structure, FrameQualityRow.predicted_dice)
+                           .where(FrameQualityRow.study_id == study_id, FrameQualityRow.model_id == model_id)
+                           .order_by(FrameQualityRow.frame))
+    predicted: dict[int, dict[Structure, float | None]] = {}
+    for frame, structure, dice in rows:
+        predicted.setdefault(frame, {})[structure] = dice
+    return predicted
 
 
 def model_path_and_run(session: Session, study_id: int) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from db.lifecycle import now, requeue_expired
+from db.lifecycle import id_chunks, now, requeue_expired
 from db.schema import Study
 from heartseg.enums import StudyStatus
 
@@ -76,8 +76,9 @@ def stalled(session: Session, status: StudyStatus, stall_s: float, run_id: int |
     query = select(Study.id).where(Study.status == status, func.coalesce(Study.enqueued_at, Study.queued_at) < since)
     if run_id is not None:
         query = query.where(Study.run_id == run_id)
-    ids = [i for i in session.execute(query.order_by(Study.id)).scalars() if i not in set(exclude or ())]
-    if ids:
-        session.execute(update(Study).where(Study.id.in_(ids), Study.status == status).values(enqueued_at=moment)
+    excluded = set(exclude or ())
+    ids = [i for i in session.execute(query.order_by(Study.id)).scalars() if i not in excluded]
+    for part in id_chunks(ids):
+        session.execute(update(Study).where(Study.id.in_(part), Study.status == status).values(enqueued_at=moment)
                         .execution_options(synchronize_session=False))
     return ids

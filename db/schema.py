@@ -225,6 +225,47 @@ class CardiacIndex(Base):
     lv_cardiac_output_l_min: Mapped[Ml]
 
 
+class FrameQualityRow(Base):
+    """What the segmenter measured of one structure's quality in one frame (:mod:`workers.quality`), and the
+    Dice it predicts for the mask without a reference.
+
+    Recorded with the masks; re-recording a frame replaces its rows.
+    """
+
+    __tablename__ = "frame_quality"
+    __table_args__ = (
+        UniqueConstraint("study_id", "model_id", "frame", "structure"),
+        CheckConstraint("predicted_dice IS NULL OR (predicted_dice >= 0 AND predicted_dice <= 1)",
+                        name="predicted_dice_range"),
+        CheckConstraint("self_dice >= 0 AND self_dice <= 1", name="self_dice_range"),
+        CheckConstraint("entropy IS NULL OR (entropy >= 0 AND entropy <= 1)", name="entropy_range"),
+        CheckConstraint("fold_agreement IS NULL OR (fold_agreement >= 0 AND fold_agreement <= 1)",
+                        name="fold_agreement_range"),
+        CheckConstraint("n_folds >= 1", name="n_folds"),
+        CheckConstraint("volume_ml >= 0", name="volume"),
+    )
+
+    id: Mapped[IntPK]
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    frame: Mapped[int]
+    phase: Mapped[Phase] = mapped_column(_enum(Phase, "phase"))
+    structure: Mapped[Structure] = mapped_column(_enum(Structure, "structure"))
+    predicted_dice: Mapped[float | None]
+    """The calibrated estimate of the mask's Dice against a reference (0 to 1); NULL when the model folder has no
+    quality calibration."""
+    self_dice: Mapped[float]
+    """Each network's soft Dice against its own labels, averaged over the folds."""
+    entropy: Mapped[float | None]
+    """Mean normalised entropy over the voxels a network labels as the structure, averaged over the folds where
+    it is defined; NULL when no fold labels a voxel of it."""
+    fold_agreement: Mapped[float | None]
+    """Mean Dice of each fold's labels against the ensemble's; NULL with one fold."""
+    n_folds: Mapped[int]
+    volume_ml: Mapped[float]
+    """The structure's volume in the recorded mask."""
+
+
 #: The longest QC flag name (``qc_flags.flag``).
 FLAG_LENGTH = 32
 

@@ -7,6 +7,7 @@ one atomic statement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.records import RecordError, index_row, member, metric_row
-from db.schema import FLAG_LENGTH, Base, CardiacIndex, Mask, Metric, Model, QualityFlag, Run, Study, Worker
+from db.schema import (
+    FLAG_LENGTH,
+    Base,
+    CardiacIndex,
+    FrameQualityRow,
+    Mask,
+    Metric,
+    Model,
+    QualityFlag,
+    Run,
+    Study,
+    Worker,
+)
 from heartseg.enums import Frames, IndexSource, StudyStatus
 from heartseg.labels import Phase, Structure
 
@@ -151,6 +164,78 @@ def record_mask(session: Session, *, study_id: int, model_id: int, frame: int, p
         "seg_uri": seg_uri, "seg_sha256": seg_sha256,
         "uncertainty": None if uncertainty is None else float(uncertainty),
     }], ["study_id", "model_id", "frame"])
+
+
+#: How far a fraction the segmenter computed in floating point may lie outside [0, 1] and be taken as the bound.
+FRACTION_TOLERANCE = 1e-6
+
+
+def _quality_value(where: str, values: Mapping[str, object], name: str, *, nullable: bool,
+                   fraction: bool) -> float | None:
+    """One value of a ``frame_quality`` row, checked: a finite number (or None where ``nullable``), in [0, 1] for
+    a ``fraction`` (rounding within :data:`FRACTION_TOLERANCE` is clipped), else not negative."""
+    value = values.get(name)
+    if value is None:
+        if nullable:
+            return None
+        raise RecordError(f"{where}: {name} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RecordError(f"{where}: {name} must be a finite number, got {value!r}")
+    number = float(value)
+    high = 1.0 if fraction else math.inf
+    if not -FRACTION_TOLERANCE <= number <= high + FRACTION_TOLERANCE:
+        raise RecordError(f"{where}: {name} = {number!r} is outside {'[0, 1]' if fraction else '[0, inf)'}")
+    return min(max(number, 0.0), high)
+
+
+def record_frame_quality(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase,
+                         structures: Iterable[Mapping[str, object]]) -> int:
+    """Record (or re-record) what the segmenter measured of one study frame's quality, one ``frame_quality`` row
+    per structure given; the frame's rows of structures not given are removed, so that the record holds what the
+    last segmentation measured (none given: the frame has no rows). Validated first: nothing is written on error.
+
+    Parameters
+    ----------
+    structures
+        Per structure: ``structure`` (a ``Structure`` or its name), ``predicted_dice`` (None without a
+        calibration), ``self_dice``, ``entropy`` (None when undefined) and ``fold_agreement`` (None with one
+        fold), each in [0, 1]; ``n_folds`` (at least 1) and ``volume_ml`` (not negative).
+
+    Returns
+    -------
+    int
+        The number of rows recorded.
+
+    Raises
+    ------
+    RecordError
+        For an unknown phase or structure, a structure given twice, a missing or non-finite value, a value
+        outside its range, or a number of folds below 1.
+    """
+    where = f"study {study_id} frame {frame}"
+    phase = member(Phase, phase, where, "phase")
+    rows: list[dict[str, object]] = []
+    for values in structures:
+        structure = member(Structure, values.get("structure"), where, "structure")
+        label = f"{where} {structure.value} quality"
+        if any(row["structure"] is structure for row in rows):
+            raise RecordError(f"{label}: given more than once")
+        n_folds = values.get("n_folds")
+        if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+            raise RecordError(f"{label}: n_folds must be a whole number of at least 1, got {n_folds!r}")
+        rows.append({
+            "study_id": study_id, "model_id": model_id, "frame": frame, "phase": phase, "structure": structure,
+            "n_folds": n_folds,
+            **{name: _quality_value(label, values, name, nullable=nullable, fraction=fraction)
+               for name, nullable, fraction in (("predicted_dice", True, True), ("self_dice", False, True),
+                                                ("entropy", True, True), ("fold_agreement", True, True),
+                                                ("volume_ml", False, False))},
+        })
+    session.execute(delete(FrameQualityRow).where(
+        FrameQualityRow.study_id == study_id, FrameQualityRow.model_id == model_id, FrameQualityRow.frame == frame,
+        FrameQualityRow.structure.not_in([row["structure"] for row in rows])))
+    upsert(session, table_of(FrameQualityRow), rows, ["study_id", "model_id", "frame", "structure"])
+    return len(rows)
 
 
 def record_metrics(session: Session, *, study_id: int, model_id: int, frame: int, phase: Phase,

@@ -11,6 +11,7 @@ worker     segmentation (``predict``, ``worker gpu``, ``run``, ``demo``), SEGs  
 s3         ``s3://`` sources and results                                         boto3
 pacs       ``dicomweb://`` sources (a PACS)                                      dicomweb-client
 monitoring ``heartseg flower``, the workers' Prometheus endpoint                 flower, prometheus-client
+viewer     ``heartseg viewer`` (OHIF over the PACS, with HeartSeg's SEGs)          tornado
 all        every one of them
 ========== ===================================================================== ==========================
 """

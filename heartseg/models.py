@@ -17,6 +17,8 @@ DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 #: nnU-Net's postprocessing rules in a trained-model folder (``determine_postprocessing``'s output, read by
 #: ``nnUNetv2_apply_postprocessing``): a pickle of the functions and their arguments.
 POSTPROCESSING_FILE = "postprocessing.pkl"
+#: The map from quality signals to a predicted Dice (:mod:`workers.quality`), fitted on out-of-fold frames.
+CALIBRATION_FILE = "quality_calibration.json"
 
 
 class ModelError(HeartSegError):
@@ -31,8 +33,8 @@ def available_folds(model_dir: Path, checkpoint: str = DEFAULT_CHECKPOINT) -> tu
 
 def model_files(model_dir: Path, folds: Sequence[str] | None = None,
                 checkpoint: str = DEFAULT_CHECKPOINT, *, postprocessing: bool = False) -> list[Path]:
-    """``plans.json``, ``dataset.json``, each used fold's checkpoint and, with ``postprocessing``,
-    ``postprocessing.pkl``.
+    """``plans.json``, ``dataset.json``, each used fold's checkpoint, with ``postprocessing``
+    ``postprocessing.pkl``, and the quality calibration (``quality_calibration.json``) when the folder has one.
 
     Raises
     ------
@@ -48,6 +50,8 @@ def model_files(model_dir: Path, folds: Sequence[str] | None = None,
     files += [model_dir / f"fold_{fold}" / checkpoint for fold in use]
     if postprocessing:
         files.append(model_dir / POSTPROCESSING_FILE)
+    if (model_dir / CALIBRATION_FILE).is_file():
+        files.append(model_dir / CALIBRATION_FILE)  # it makes the recorded predicted Dice
     missing = [str(f.relative_to(model_dir)) for f in files if not f.is_file()]
     if missing:
         raise ModelError(f"{model_dir}: missing {', '.join(missing)}")
@@ -64,8 +68,8 @@ def _sha256(path: Path) -> str:
 
 def model_fingerprint(model_dir: Path, folds: Sequence[str] | None = None,
                       checkpoint: str = DEFAULT_CHECKPOINT, *, postprocessing: bool = False) -> str:
-    """sha256 over the used checkpoints, ``plans.json``, ``dataset.json`` and, when the masks are postprocessed,
-    ``postprocessing.pkl`` (names and contents).
+    """sha256 over the used checkpoints, ``plans.json``, ``dataset.json``, ``postprocessing.pkl`` when the masks are
+    postprocessed and ``quality_calibration.json`` when present (names and contents).
 
     Two copies of the same model in different places have the same fingerprint; the same model with and
     without postprocessing has two (the masks differ). Without it, the fingerprint is the one of a folder

@@ -136,6 +136,24 @@ class Settings(BaseSettings):
         default=None, repr=False,
         description="HTTP basic credentials 'user:password' for DICOMweb sources (a PACS), never put in URIs.",
     )
+    dicomweb_url: str | None = Field(
+        default=None, pattern=r"^dicomwebs?://[^/?#]+",
+        description="The PACS HeartSeg reads and writes, dicomweb://HOST:PORT/PATH (dicomwebs:// for HTTPS): the "
+                    "one `heartseg viewer` shows; unset: `heartseg viewer --pacs` names it.",
+    )
+    viewer_url: str = Field(
+        default="http://127.0.0.1:3000", pattern=r"^https?://",
+        description="Where users open `heartseg viewer`: the start of the viewer links `heartseg report` gives.",
+    )
+    viewer_auth: str | None = Field(
+        default=None, repr=False,
+        description="HTTP basic credentials 'user:password' (comma-separated for several) that `heartseg viewer` "
+                    "asks for; required when it listens off loopback.",
+    )
+    viewer_dist: Path = Field(
+        default=PROJECT_ROOT / "ohif" / "dist",
+        description="OHIF's built viewer (`make viewer` fetches it), which `heartseg viewer` serves.",
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535,
         description="Port of a worker's Prometheus /metrics endpoint (0.0.0.0); unset: no endpoint. "
@@ -186,6 +204,11 @@ class Settings(BaseSettings):
     qc_max_uncertainty: float = Field(
         default=0.1, ge=0, le=1,
         description="QC flag 'uncertain': a frame's mean normalised softmax entropy over the heart above this.",
+    )
+    qc_min_predicted_dice: float = Field(
+        default=0.8, ge=0, le=1,
+        description="QC flag 'low_predicted_dice': a structure's predicted Dice in a frame (the segmenter's "
+                    "calibrated estimate, workers.quality) below this.",
     )
     postprocessing: bool = Field(
         default=True,

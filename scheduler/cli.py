@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from typer.core import TyperGroup
 from heartseg.enums import Frames, StudyStatus
 from heartseg.errors import HeartSegError
 from heartseg.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep
@@ -65,21 +68,23 @@ def _progress() -> Progress:
 
 def _shipped_model_fingerprint() -> str:
     """The first 16 hex digits of the shipped model's fingerprint as the record shows it with the default
-    settings (every fold, the default checkpoint, postprocessing when the folder has its rules), without torch."""
-    from heartseg.models import POSTPROCESSING_FILE, ModelError, model_fingerprint
+    settings (every fold, the default checkpoint, postprocessing when the folder has its rules), and its folds
+    (``1b8350e2ffc316c6 folds 0,1,2,3,4``), without torch."""
+    from heartseg.models import POSTPROCESSING_FILE, ModelError, available_folds, model_fingerprint
 
     defaults = Settings.model_fields
     model_dir: Path = defaults["model_dir"].default
+    checkpoint = defaults["checkpoint_name"].default
     postprocessing = bool(defaults["postprocessing"].default) and (model_dir / POSTPROCESSING_FILE).is_file()
     try:
-        return model_fingerprint(model_dir, None, defaults["checkpoint_name"].default,
-                                 postprocessing=postprocessing)[:16]
+        fingerprint = model_fingerprint(model_dir, None, checkpoint, postprocessing=postprocessing)[:16]
     except ModelError as exc:
         return f"unavailable ({exc})"
+    return f"{fingerprint} folds {','.join(available_folds(model_dir, checkpoint))}"
 
 
 def _show_version(value: bool) -> None:
-    """``--version``: the package version and the shipped model's fingerprint, then exit 0."""
+    """``--version``: the package version, the shipped model's fingerprint and folds, then exit 0."""
     if not value:
         return
     from importlib.metadata import PackageNotFoundError, version
@@ -238,8 +243,16 @@ def _predict_folders(in_arg: Path | None, out_arg: Path | None, in_opt: Path | N
     return in_dir, out_dir
 
 
+def fast_settings(settings: Settings, model_dir: Path) -> Settings:
+    """``--fast`` (as TotalSegmentator's): one fold (the first chosen, else the first present) and no mirroring."""
+    from heartseg.models import available_folds
+
+    chosen = settings.folds or list(available_folds(model_dir, settings.checkpoint_name))[:1]
+    return settings.model_copy(update={"folds": chosen[:1] or None, "use_mirroring": False})
+
+
 def _predict_settings(settings: Settings, model_dir: Path, folds: list[str] | None, checkpoint: str | None,
-                      device: str | None, no_tta: bool) -> Settings:
+                      device: str | None, no_tta: bool, fast: bool = False) -> Settings:
     """The settings with ``predict``'s options applied over the environment; folds and the device checked
     (no torch), so a wrong one fails before the model loads.
 
@@ -261,6 +274,8 @@ def _predict_settings(settings: Settings, model_dir: Path, folds: list[str] | No
     if no_tta:
         update["use_mirroring"] = False
     settings = settings.model_copy(update=update)
+    if fast:
+        settings = fast_settings(settings, model_dir)
     kind, _, index = settings.device.partition(":")
     if kind not in _DEVICES or (index and (kind != "cuda" or not index.isdigit())):
         raise ConfigurationError(f"-device {settings.device!r}: use cpu, cuda, cuda:N or auto")
@@ -305,6 +320,8 @@ def predict(
     continue_prediction: Annotated[bool, typer.Option(
         "--continue_prediction",
         help="Skip inputs whose output file already exists.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="One fold (the first of -f, else fold 0) without mirroring: "
+                                                      "for CPU hosts.")] = False,
 ) -> None:
     """Segment every NIfTI image in a folder with an nnU-Net v2 model, in this process.
 
@@ -318,7 +335,7 @@ def predict(
     in_dir, out_dir = _predict_folders(in_arg, out_arg, in_opt, out_opt)
     settings = get_settings()
     model_dir = model or settings.model_dir
-    settings = _predict_settings(settings, model_dir, folds, checkpoint, device, no_tta)
+    settings = _predict_settings(settings, model_dir, folds, checkpoint, device, no_tta, fast)
     model_files(model_dir, settings.folds, settings.checkpoint_name)  # a missing model fails before torch loads
     n_files = sum(1 for p in in_dir.glob("*") if p.is_file() and is_nifti(p)) if in_dir.is_dir() else 0
     from workers.inference.folder import predict_folder  # imports torch: only this command needs it
@@ -424,11 +441,25 @@ def report(
     if html is None and json_file is None:
         for table in record_tables(run_report(engine, run), run):
             console.print(table)
+        _print_viewer_links(engine, settings, run)
         return
     from scheduler.report_page import write_report
 
     for path in write_report(engine, settings, run, html=html, json_path=json_file, worst_n=worst):
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _print_viewer_links(engine: Engine, settings: Settings, run: str) -> None:
+    """One line per study of the run in the viewer's PACS, flagged studies first: patient, flagged, viewer URL
+    (whole, on one line, to click or copy); nothing when no study has one."""
+    from scheduler.viewer.links import ViewerLinks, run_viewer_links
+
+    rows = run_viewer_links(engine, run, ViewerLinks.from_settings(settings))
+    if rows:
+        console.print(f"{run}: studies in the viewer (heartseg viewer), flagged first", highlight=False)
+    for row in rows:
+        console.print(f"  {row['patient_id']}{' (flagged)' if row['flagged'] else ''}: {row['viewer_url']}",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -610,9 +641,14 @@ def run_command(
         = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the record, results, logs, cache and broker "
                                       "(HEARTSEG_* settings given explicitly still win).")] = Path("heartseg-run"),
+    fast: Annotated[bool, typer.Option("--fast", help="One fold without mirroring: for CPU hosts.")] = False,
+    publish: Annotated[str | None, typer.Option(
+        "--publish", metavar="DICOMWEB_URL", show_default=False,
+        help="Then store each DICOM study's series and SEGs in this PACS by STOW-RS (e.g. a local Orthanc: "
+             "dicomweb://127.0.0.1:8042/dicom-web) and print its `heartseg viewer` link.")] = None,
 ) -> None:
     """Everything on this host in one command: start workers, submit, follow, report, stop the workers.
-    Exit 1 if a study failed, 2 if a worker could not start (its reason is shown)."""
+    Exit 1 if a study failed or could not be published, 2 if a worker could not start (its reason is shown)."""
     import signal
 
     from db.queries import run_report
@@ -625,6 +661,8 @@ def run_command(
     gpu_devices = tuple(resolve_devices(devices))
     out.mkdir(parents=True, exist_ok=True)
     settings = run_folder_settings(get_settings(), out, keep_explicit=True)
+    if fast:
+        settings = fast_settings(settings, model or settings.model_dir)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # unwinds through local_workers, which stops the workers
     with local_workers(settings, out / "logs", gpu_devices) as workers:
         name = _submit(settings, source, model, run, frames, force)
@@ -633,8 +671,34 @@ def run_command(
     for table in record_tables(run_report(open_record(settings.database_url), name), name):
         console.print(table)
     console.print(_run_locations(settings, out), highlight=False, soft_wrap=True)
-    if counts.get(StudyStatus.FAILED):
+    unpublished = _publish(settings, name, publish) if publish else 0
+    if counts.get(StudyStatus.FAILED) or unpublished:
         raise typer.Exit(1)
+
+
+def _publish(settings: Settings, run: str, pacs: str) -> int:
+    """``run --publish``: store the run's DICOM studies and SEGs in ``pacs``; prints each study's viewer link and
+    returns how many could not be published."""
+    from db.session import open_record
+    from scheduler.viewer.publish import RunSegs, publish_run
+
+    failed: list[RunSegs] = []
+
+    def report_error(study: RunSegs, exc: Exception) -> None:
+        failed.append(study)
+        err_console.print(f"[red]not published[/red] {escape(study.patient_id)}: {escape(str(exc))}",
+                          highlight=False)
+
+    published = publish_run(open_record(settings.database_url), settings, run, pacs, report_error)
+    for study in published:
+        console.print(f"published {study.patient_id}: {study.n_images} images and {study.n_segs} SEGs to {pacs}; "
+                      f"view: {study.viewer_url}", highlight=False, soft_wrap=True)
+    if published:
+        console.print(f"to look: heartseg viewer --pacs {pacs}", highlight=False, soft_wrap=True)
+    elif not failed:
+        console.print("nothing to publish: no done study of this run is a local DICOM folder with SEGs",
+                      highlight=False)
+    return len(failed)
 
 
 def _stop_on_sigterm(signum: int, _frame: object) -> None:
@@ -693,6 +757,28 @@ def flower(
     check_flower_auth(address, os.environ.get("FLOWER_BASIC_AUTH"))
     argv = flower_command(address, port)
     os.execv(argv[0], argv)
+
+
+@app.command()
+def viewer(
+    address: Annotated[str, typer.Option("--address", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 3000,
+    pacs: Annotated[str | None, typer.Option(
+        "--pacs", show_default=False,
+        help="The PACS to show, dicomweb://HOST:PORT/PATH [env var: HEARTSEG_DICOMWEB_URL].")] = None,
+) -> None:
+    """OHIF's viewer of the PACS with HeartSeg's SEGs over the images, through a same-origin proxy that adds
+    HEARTSEG_DICOMWEB_AUTH; basic auth from HEARTSEG_VIEWER_AUTH (required off loopback)."""
+    from heartseg.extras import require
+
+    require("heartseg viewer", "viewer", "tornado")
+    from scheduler.viewer.dist import OHIF_VERSION
+    from scheduler.viewer.server import ViewerOptions, serve
+
+    options = ViewerOptions.from_settings(get_settings(), address, pacs)
+    console.print(f"OHIF {OHIF_VERSION} on http://{address}:{port}/ showing {options.pacs_url}"
+                  f"{'' if options.login else ' (no login: loopback only)'}", highlight=False, soft_wrap=True)
+    serve(options, address, port)
 
 
 def main() -> None:

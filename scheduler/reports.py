@@ -76,11 +76,24 @@ def rows_table(title: str, rows: list[dict[str, object]]) -> Table:
     return table
 
 
+#: The most failure reasons ``heartseg report`` prints, the most frequent first (a reason that names its file is one
+#: study's, so a large cohort can have thousands); the caption counts the others.
+FAILURE_ROWS = 20
+
+
 def record_tables(report: dict[str, list[dict[str, object]]], run: str) -> list[Table]:
-    """The tables of ``heartseg report`` from :func:`db.queries.run_report`."""
+    """The tables of ``heartseg report`` from :func:`db.queries.run_report` (failure reasons as ordered there, the
+    first :data:`FAILURE_ROWS`)."""
+    failures = report["failures"]
+    failure_table = rows_table(f"{run}: failure reasons", failures[:FAILURE_ROWS])
+    if len(failures) > FAILURE_ROWS:
+        rest = failures[FAILURE_ROWS:]
+        studies = sum(int(str(row["n_studies"])) for row in rest)
+        failure_table.caption = (f"and {len(rest)} more reasons ({studies} studies): view run_failures, "
+                                 "or heartseg report --json")
     return [
         rows_table(f"{run}: studies by status", report["status"]),
         rows_table(f"{run}: Dice and HD95 (mm) by pathology group and structure", report["metrics"]),
         rows_table(f"{run}: cardiac indices, predicted vs reference (Bland-Altman)", report["agreement"]),
-        rows_table(f"{run}: failure reasons", report["failures"]),
+        failure_table,
     ]

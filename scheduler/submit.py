@@ -105,8 +105,9 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
         ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": names[s]} for s in todo])
         if force:
             requeue_finished(session, run_id, (StudyStatus.DONE, StudyStatus.FAILED), ids)
+        # The run's statuses, not IN (ids): a cohort can hold more studies than a statement takes parameters.
         statuses = {i: status for i, status in session.execute(select(Study.id, Study.status)
-                                                                 .where(Study.id.in_(ids)))}
+                                                                 .where(Study.run_id == run_id))}
     queued = [i for i in ids if statuses.get(i) is StudyStatus.QUEUED]
     in_progress = sum(statuses.get(i) in (StudyStatus.RUNNING, StudyStatus.SEGMENTED) for i in ids)
     failed = sum(statuses.get(i) is StudyStatus.FAILED for i in ids)

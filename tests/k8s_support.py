@@ -26,7 +26,8 @@ KEDA_CRD = K8S / "schemas" / "keda.sh_scaledobjects.yaml"
 NAMESPACE = "heartseg"
 #: The keys of the Secret heartseg-secrets that the manifests may read (k8s/README.md tells how to create it).
 SECRET_NAME = "heartseg-secrets"
-SECRET_KEYS = {"database-url", "flower-basic-auth", "postgres-password", "pseudonymize-key", "dicomweb-auth"}
+SECRET_KEYS = {"database-url", "flower-basic-auth", "viewer-basic-auth", "postgres-password", "pseudonymize-key",
+               "dicomweb-auth"}
 #: Optional Secrets, read through envFrom with optional: true.
 OPTIONAL_SECRETS = {"heartseg-s3"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
@@ -235,6 +236,7 @@ EXPECTED_PROBES = {
     "worker-gpu": ("httpGet", ("/metrics", 9808)),
     "worker-cpu": ("httpGet", ("/metrics", 9808)),
     "flower": ("httpGet", ("/healthcheck", 5555)),
+    "viewer": ("httpGet", ("/healthcheck", 3000)),
     "broker": ("exec", ("redis-cli", "ping")),
     "database": ("exec", ("pg_isready",)),
 }

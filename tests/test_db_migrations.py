@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from db.migrate import check, downgrade, upgrade
 from db.schema import CardiacIndex, Run, Study
@@ -21,7 +23,7 @@ def test_upgrade_downgrade_upgrade(record_url: str) -> None:
     try:
         upgrade(engine)
         inspector = inspect(engine)
-        assert set(inspector.get_table_names()) >= TABLES | {"qc_flags"}
+        assert set(inspector.get_table_names()) >= TABLES | {"qc_flags", "workers", "frame_quality"}
         assert set(inspector.get_view_names()) == VIEWS
         check(engine)  # the ORM models and the migrations agree (alembic check)
         downgrade(engine)
@@ -78,5 +80,41 @@ def test_recorded_rows_survive_the_enum_columns_migration(record_url: str) -> No
         downgrade(engine, "0003")
         assert _row_counts(engine) == every_table_one_row
         assert set(inspect(engine).get_view_names()) == VIEWS_AT_0003
+    finally:
+        engine.dispose()
+
+
+FRAME_QUALITY_ROW = (
+    "INSERT INTO frame_quality (study_id, model_id, frame, phase, structure, predicted_dice, self_dice, entropy,"
+    " fold_agreement, n_folds, volume_ml) VALUES (1, 1, 1, 'ED', 'LV', {dice}, 0.9, NULL, NULL, 1, 80)"
+)
+
+
+def test_frame_quality_is_added_and_removed_with_the_rows_kept(record_url: str) -> None:
+    """0008 adds ``frame_quality`` beside the rows of 0007 (its checks hold on both databases); its downgrade
+    removes it and keeps them."""
+    engine = make_engine(record_url)
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as connection:
+            for insert in ROWS_AT_0003:
+                connection.execute(text(insert))
+        upgrade(engine, "0007")
+        assert "frame_quality" not in inspect(engine).get_table_names()
+        upgrade(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(text(FRAME_QUALITY_ROW.format(dice="0.7")))
+        for dice in ("1.5", "-0.1"):
+            with pytest.raises(IntegrityError), engine.begin() as connection:
+                connection.execute(text(FRAME_QUALITY_ROW.format(dice=dice).replace("'LV'", "'RV'")))
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # one row per study, model, frame, structure
+            connection.execute(text(FRAME_QUALITY_ROW.format(dice="0.8")))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT structure, predicted_dice FROM frame_quality")).all() \
+                == [("LV", 0.7)]
+        downgrade(engine, "0007")
+        assert "frame_quality" not in inspect(engine).get_table_names()
+        assert _row_counts(engine) == dict.fromkeys(sorted(TABLES), 1)
+        assert set(inspect(engine).get_view_names()) == VIEWS
     finally:
         engine.dispose()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -32,8 +33,10 @@ DOCKER = DEPLOY / "docker"
 COMPOSE = DEPLOY / "compose.yaml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 PROMETHEUS = DEPLOY / "prometheus.yml"
-DOCKERFILES = [DOCKER / "worker-gpu.Dockerfile", DOCKER / "app.Dockerfile"]
-GPU_DOCKERFILE, APP_DOCKERFILE = DOCKERFILES
+DOCKERFILES = [DOCKER / "worker-gpu.Dockerfile", DOCKER / "app.Dockerfile", DOCKER / "viewer.Dockerfile",
+               DOCKER / "orthanc.Dockerfile"]
+GPU_DOCKERFILE, APP_DOCKERFILE, VIEWER_DOCKERFILE, ORTHANC_DOCKERFILE = DOCKERFILES
+ORTHANC_CONFIG = DOCKER / "orthanc.json"
 GPU_CONSTRAINTS = DOCKER / "gpu-constraints.txt"
 INSTALL_HINT = "install the deploy checks: .venv/bin/pip install -r requirements/checks-deploy.txt"
 TOOL_TIMEOUT_S = 60
@@ -421,8 +424,8 @@ def test_base_and_service_images_are_pinned_by_exact_tag() -> None:
     for image in images:
         tag = image_tag(image)
         assert tag and tag != "latest", image
-        # major.minor.patch; PostgreSQL's releases are major.minor (17.2 is one exact release).
-        exact = r"v?\d+\.\d+" if image.startswith("postgres:") else r"v?\d+\.\d+\.\d+"
+        # major.minor.patch; PostgreSQL's and Debian's releases are major.minor (17.2, 12.11: one exact release).
+        exact = r"v?\d+\.\d+" if image.startswith(("postgres:", "debian:")) else r"v?\d+\.\d+\.\d+"
         assert re.match(exact + r"(-|$)", tag), f"{image}: tag is not an exact version"
 
 
@@ -460,9 +463,15 @@ def test_app_image_installs_no_worker_extra() -> None:
 
 
 def test_images_are_multi_stage() -> None:
+    """The Python images build their venv in a `build` stage (the viewer's fetches OHIF in an `ohif` stage before
+    it); the Orthanc image builds nothing, it installs Debian's packages."""
     for dockerfile in DOCKERFILES:
         froms = [args for keyword, args in dockerfile_instructions(dockerfile) if keyword == "FROM"]
-        assert len(froms) == 2 and froms[0].endswith(" AS build"), dockerfile.name
+        if dockerfile == ORTHANC_DOCKERFILE:
+            assert len(froms) == 1, dockerfile.name
+            continue
+        stages = (["ohif"] if dockerfile == VIEWER_DOCKERFILE else []) + ["build"]
+        assert [f.rsplit(" AS ", 1)[-1] for f in froms[:-1]] == stages and " AS " not in froms[-1], dockerfile.name
         copies = [args for keyword, args in dockerfile_instructions(dockerfile) if keyword == "COPY"]
         assert "--from=build /opt/venv /opt/venv" in copies, dockerfile.name
 
@@ -527,3 +536,67 @@ def test_prometheus_scrapes_flower_and_every_worker() -> None:
     assert {auth["username_file"], auth["password_file"]} <= mounted
     prometheus = volume_targets(services()["prometheus"])["/etc/prometheus/prometheus.yml"]
     assert prometheus["source"] == "./prometheus.yml" and prometheus["read_only"] is True
+
+
+# --- The viewer and the one-host PACS (profiles `viewer` and `pacs`) ----------------------------------------
+
+
+def test_viewer_and_orthanc_publish_on_loopback_with_logins() -> None:
+    """With both profiles, every published port binds 127.0.0.1; the viewer asks for VIEWER_USER:VIEWER_PASSWORD
+    and shows the `orthanc` service unless HEARTSEG_DICOMWEB_URL names another PACS."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": tempfile.gettempdir(), "DOCKER_CONFIG": "/nonexistent"}
+    result = run([docker_compose(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "viewer",
+                  "--profile", "pacs", "config", "--format", "json"], env=env)
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)["services"]
+    assert {"viewer", "orthanc"} <= set(resolved)
+    for name, service in resolved.items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+    viewer, orthanc = services()["viewer"], services()["orthanc"]
+    assert viewer["command"] == ["heartseg", "viewer", "--address", "0.0.0.0", "--port", "3000"]
+    auth = viewer["environment"]["HEARTSEG_VIEWER_AUTH"]
+    assert re.fullmatch(r"\$\{VIEWER_USER:\?[^}]+\}:\$\{VIEWER_PASSWORD:\?[^}]+\}", auth), auth
+    assert viewer["environment"]["HEARTSEG_DICOMWEB_URL"] == "${HEARTSEG_DICOMWEB_URL:-dicomweb://orthanc:8042/dicom-web}"
+    assert viewer["environment"]["HEARTSEG_DICOMWEB_AUTH"] is None, "from deploy/.env, never a value here"
+    assert "/healthcheck" in " ".join(viewer["healthcheck"]["test"])
+    assert viewer["depends_on"]["orthanc"]["required"] is False, "the viewer may show another PACS"
+    assert set(orthanc["environment"]) == {"ORTHANC_USER", "ORTHANC_PASSWORD"}
+    assert volume_targets(orthanc)["/var/lib/orthanc/db"]["source"] in compose()["volumes"]
+    assert env_example()["VIEWER_BIND"] == "127.0.0.1"
+
+
+def test_orthanc_image_config_asks_for_its_login(tmp_path: Path) -> None:
+    """deploy/docker/orthanc.json, run by Debian's Orthanc (the image's packages): DICOMweb at /dicom-web/, a
+    login from ORTHANC_USER and ORTHANC_PASSWORD, no DICOM port."""
+    import requests
+
+    from tests.conftest import free_port
+    from tests.orthanc_server import DICOMWEB_PLUGIN, ORTHANC
+
+    config = json.loads(ORTHANC_CONFIG.read_text())
+    assert config["Plugins"] == [str(DICOMWEB_PLUGIN)] and config["DicomServerEnabled"] is False
+    assert config["AuthenticationEnabled"] is True and config["DicomWeb"]["Root"] == "/dicom-web/"
+    assert Path(ORTHANC).exists(), "Orthanc is not installed (make system)"
+    port = free_port()
+    config.update(StorageDirectory=str(tmp_path / "db"), IndexDirectory=str(tmp_path / "db"), HttpPort=port,
+                  RemoteAccessAllowed=False)
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    env = {"PATH": os.environ.get("PATH", ""), "ORTHANC_USER": "alice", "ORTHANC_PASSWORD": "s3cret"}
+    with (tmp_path / "log").open("w") as log:
+        process = subprocess.Popen([ORTHANC, str(tmp_path / "orthanc.json")], env=env, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/dicom-web/studies"
+        for _ in range(100):
+            try:
+                answers = (requests.get(url, timeout=2).status_code,
+                           requests.get(url, auth=("alice", "s3cret"), timeout=2).status_code)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError((tmp_path / "log").read_text()[-2000:])
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert answers == (401, 200)

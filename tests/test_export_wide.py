@@ -3,7 +3,8 @@
 
 The cohort is test_report_page's: three phantoms segmented by an oracle (phantom002 shifted, so that Dice and
 the indices differ from the reference; phantom003 without its RV at ES, which the QC flags) and phantom004,
-whose image is corrupt (failed: no indices, no Dice, an error).
+whose image is corrupt (failed: no indices, no Dice, an error). The oracle's predicted Dice (``frame_quality``)
+is 0.95 times the actual Dice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from db import queries
-from tests.test_report_page import RUN, cohort, run_cohort  # noqa: F401 - the fixture
+from tests.test_report_page import PREDICTED_FACTOR, RUN, cohort, run_cohort  # noqa: F401 - the fixture
 
 INDICES = ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_pct",
            "myo_mass_g")
@@ -25,6 +26,8 @@ EXPECTED_COLUMNS = [
     "study", "group", "status", "ed_frame", "es_frame",
     *(f"{name}_{source}" for name in INDICES for source in ("pred", "ref")),
     "dice_RV_ED", "dice_RV_ES", "dice_MYO_ED", "dice_MYO_ES", "dice_LV_ED", "dice_LV_ES",
+    "predicted_dice_RV_ED", "predicted_dice_RV_ES", "predicted_dice_MYO_ED", "predicted_dice_MYO_ES",
+    "predicted_dice_LV_ED", "predicted_dice_LV_ES",
     "n_flags", "severity", "flags", "error",
 ]
 
@@ -72,6 +75,10 @@ def test_wide_export_agrees_with_long_exports_and_views(record_url: str, cohort:
         engine, "SELECT s.patient_id, s.pathology_group, s.status, s.ed_frame, s.es_frame, s.error "
                 "FROM studies s JOIN runs r ON r.id = s.run_id WHERE r.name = :run", run=RUN)}
     qc = {r["patient_id"]: r for r in queries.run_qc(engine, RUN)}
+    predicted = {(r["patient_id"], r["structure"], r["phase"]): r["predicted_dice"] for r in queries.fetch(
+        engine, "SELECT s.patient_id, q.structure, q.phase, q.predicted_dice FROM frame_quality q "
+                "JOIN studies s ON s.id = q.study_id JOIN runs r ON r.id = s.run_id WHERE r.name = :run", run=RUN)}
+    assert len(predicted) == 3 * 3 * 2  # the done studies, three structures, ED and ES
 
     assert [r["study"] for r in rows] == ["phantom001", "phantom002", "phantom003", "phantom004"]
     for row in rows:
@@ -92,18 +99,25 @@ def test_wide_export_agrees_with_long_exports_and_views(record_url: str, cohort:
         for structure in ("RV", "MYO", "LV"):
             for phase in ("ED", "ES"):
                 assert row[f"dice_{structure}_{phase}"] == dice.get((structure, phase), ""), (patient, structure)
+                assert _same(row[f"predicted_dice_{structure}_{phase}"], predicted.get((patient, structure, phase))), \
+                    (patient, structure, phase)
 
     # what the cohort makes of it: the failed study is empty but for its error, the others are full
     by_patient = {r["study"]: r for r in rows}
     failed = by_patient["phantom004"]
     assert failed["status"] == "failed" and "corrupt or truncated" in failed["error"]
-    assert all(failed[c] == "" for c in EXPECTED_COLUMNS if c.endswith(("_pred", "_ref")) or c.startswith("dice_"))
+    assert all(failed[c] == "" for c in EXPECTED_COLUMNS
+               if c.endswith(("_pred", "_ref")) or c.startswith(("dice_", "predicted_dice_")))
     assert failed["n_flags"] == "0" and failed["flags"] == ""
     for patient in ("phantom001", "phantom002", "phantom003"):
         done = by_patient[patient]
         assert done["status"] == "done" and done["error"] == ""
         assert all(done[f"{name}_{source}"] != "" for name in INDICES for source in ("pred", "ref"))
     assert float(by_patient["phantom001"]["dice_LV_ED"]) == pytest.approx(1.0)
+    assert float(by_patient["phantom001"]["predicted_dice_LV_ED"]) == pytest.approx(PREDICTED_FACTOR)
+    assert float(by_patient["phantom002"]["predicted_dice_LV_ED"]) \
+        == pytest.approx(PREDICTED_FACTOR * float(by_patient["phantom002"]["dice_LV_ED"]))
+    assert float(by_patient["phantom003"]["predicted_dice_RV_ES"]) == 0.0  # no RV predicted at ES
     assert float(by_patient["phantom002"]["dice_LV_ED"]) < 1.0
     # a shift keeps the volumes; the RV missing at ES does not
     assert by_patient["phantom002"]["lv_edv_ml_pred"] == by_patient["phantom002"]["lv_edv_ml_ref"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from heartseg.models import POSTPROCESSING_FILE, model_fingerprint
+from heartseg.models import POSTPROCESSING_FILE, available_folds, model_fingerprint
 from heartseg.settings import SHIPPED_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,8 @@ def _expected_version_line() -> str:
     """``heartseg --version`` of this checkout: the package version and the shipped model's fingerprint."""
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     postprocessing = (SHIPPED_MODEL_DIR / POSTPROCESSING_FILE).is_file()
-    return f"heartseg {version} model {model_fingerprint(SHIPPED_MODEL_DIR, postprocessing=postprocessing)[:16]}"
+    fingerprint = model_fingerprint(SHIPPED_MODEL_DIR, postprocessing=postprocessing)[:16]
+    return f"heartseg {version} model {fingerprint} folds {','.join(available_folds(SHIPPED_MODEL_DIR))}"
 
 
 @dataclass
@@ -180,7 +181,7 @@ def test_worker_install_segments_with_the_shipped_model(installed: Installed) ->
 
     predicted = installed.heartseg("predict", "in", "out", "--device", "cpu", "--no-tta", timeout=600)
     assert predicted.returncode == 0, predicted.stderr
-    fingerprint = _expected_version_line().rsplit(" ", 1)[1]
+    fingerprint = _expected_version_line().split()[3]
     assert f"segmented 1 of 1 images into out (model {fingerprint[:12]})" in predicted.stdout, predicted.stdout
     assert (installed.work / "out" / "case.nii.gz").is_file()
 

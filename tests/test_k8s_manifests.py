@@ -74,7 +74,8 @@ def test_overlay_renders_into_the_namespace(rendered: dict[str, list[k8s.Obj]], 
     assert {"Namespace", "ConfigMap", "Service", "Deployment", "StatefulSet", "Job", "NetworkPolicy",
             "PersistentVolumeClaim"} <= kinds
     components = {k8s.component(w) for w in k8s.workloads(objects)}
-    assert components == {"broker", "database", "flower", "worker-cpu", "worker-gpu", "reconciler", "migrate"}
+    assert components == {"broker", "database", "flower", "viewer", "worker-cpu", "worker-gpu", "reconciler",
+                          "migrate"}
     outside = [k8s.where(o) for o in objects
                if o["kind"] != "Namespace" and o["metadata"].get("namespace") != k8s.NAMESPACE]
     assert outside == []
@@ -229,6 +230,7 @@ def test_commands_and_images(rendered: dict[str, list[k8s.Obj]], overlay: str) -
         "flower": (app, ["flower", "--address", "0.0.0.0", "--port", "5555"]),
         "reconciler": (app, ["reconcile", "--loop"]),
         "migrate": (app, ["db", "upgrade"]),
+        "viewer": ("heartseg/viewer:0.1.0", ["viewer", "--address", "0.0.0.0", "--port", "3000"]),
     }
     for name, (image, args) in expected.items():
         container = k8s.main_container(k8s.by_component(objects, name))
@@ -237,6 +239,11 @@ def test_commands_and_images(rendered: dict[str, list[k8s.Obj]], overlay: str) -
     flower = k8s.main_container(k8s.by_component(objects, "flower"))
     (auth,) = [env for env in flower["env"] if env["name"] == "FLOWER_BASIC_AUTH"]
     assert auth["valueFrom"]["secretKeyRef"] == {"name": k8s.SECRET_NAME, "key": "flower-basic-auth"}
+    viewer = k8s.by_component(objects, "viewer")  # basic auth from the Secret, as Flower
+    (auth,) = [env for env in k8s.main_container(viewer)["env"] if env["name"] == "HEARTSEG_VIEWER_AUTH"]
+    assert auth["valueFrom"]["secretKeyRef"] == {"name": k8s.SECRET_NAME, "key": "viewer-basic-auth"}
+    admitted, _ = k8s.ingress_sources(objects, viewer, k8s.workloads(objects))
+    assert admitted == set(), f"only port-forward reaches the viewer, not {admitted}"
 
 
 @pytest.mark.parametrize("overlay", k8s.OVERLAYS)

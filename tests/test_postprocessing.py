@@ -147,15 +147,15 @@ def test_uncertainty_of_logits() -> None:
 
 
 def test_uncertainty_per_frame_is_higher_for_noise(study: Study, segmenter: Segmenter) -> None:
-    """segment_frames hands (index, labels, uncertainty) to its callback; a real frame is more certain than noise of
-    the same shape and intensity statistics."""
+    """segment_frames hands (index, labels, quality) to its callback; by its uncertainty, a real frame is more
+    certain than noise of the same shape and intensity statistics."""
     frame = study.frame(study.ed)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     image = frame.image.astype(np.float32)
     noise = rng.normal(image.mean(), image.std(), image.shape).astype(np.float32)
     seen: list[tuple[int, float | None]] = []
-    labels = segmenter.segment_frames([image, noise], study.spacing,
-                                      lambda index, _labels, uncertainty: seen.append((index, uncertainty)))
+    labels = segmenter.segment_frames([image, noise], study.spacing, lambda index, _labels, quality: seen.append(
+        (index, None if quality is None else quality.uncertainty)))
     assert [index for index, _ in seen] == [0, 1]
     real, noisy = seen[0][1], seen[1][1]
     # measured: about 0.06 for the frame, 0.27 for the noise (which the network still calls heart in places)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartseg.models import POSTPROCESSING_FILE, model_fingerprint
+from heartseg.models import POSTPROCESSING_FILE, available_folds, model_fingerprint
 from heartseg.settings import Settings
 
 HEARTSEG = [sys.executable, "-m", "scheduler.cli"]
@@ -39,11 +39,12 @@ def one_frame(folder: Path, tmp_path: Path) -> Path:
 def test_version_prints_package_version_and_model_fingerprint() -> None:
     result = run("--version")
     assert result.returncode == 0, result.stderr
-    match = re.fullmatch(r"heartseg (\S+) model ([0-9a-f]{16})\n", result.stdout)
+    match = re.fullmatch(r"heartseg (\S+) model ([0-9a-f]{16}) folds ([0-9,]+)\n", result.stdout)
     assert match, result.stdout
     assert match[1] == version("heartseg")
     postprocessing = (SHIPPED_MODEL / POSTPROCESSING_FILE).is_file()  # as the record's register_model does
     assert match[2] == model_fingerprint(SHIPPED_MODEL, postprocessing=postprocessing)[:16]
+    assert match[3].split(",") == list(available_folds(SHIPPED_MODEL))  # a five-fold model says so
 
 
 def test_predict_with_nnunet_flags_then_continue_prediction_skips(tmp_path: Path) -> None:
@@ -87,3 +88,19 @@ def test_predict_help_names_the_settings_variables() -> None:
     for name in ("HEARTSEG_DEVICE", "HEARTSEG_CHECKPOINT_NAME", "HEARTSEG_USE_MIRRORING", "--disable_tta",
                  "--continue_prediction", "-chk", "-device"):
         assert name in result.stdout, name
+
+
+def test_fast_is_one_fold_without_mirroring(tmp_path: Path) -> None:
+    from scheduler.cli import _predict_settings, fast_settings
+
+    model = tmp_path / "m"
+    shutil.copytree(SHIPPED_MODEL, model)
+    shutil.copytree(model / "fold_0", model / "fold_3")
+    settings = Settings(use_mirroring=True)
+    fast = _predict_settings(settings, model, None, None, None, no_tta=False, fast=True)
+    assert fast.folds == ["0"] and fast.use_mirroring is False
+    chosen = _predict_settings(settings, model, ["3,0"], None, None, no_tta=False, fast=True)
+    assert chosen.folds == ["3"] and chosen.use_mirroring is False  # the first fold asked for
+    assert fast_settings(settings, model).folds == ["0"]
+    full = _predict_settings(settings, model, None, None, None, no_tta=False)
+    assert full.folds is None and full.use_mirroring is True  # every fold present, mirrored

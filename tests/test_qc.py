@@ -3,7 +3,8 @@
 A phantom segmented by the Oracle (its own reference) gets no flag; the same phantom with its
 predicted labels damaged on purpose (an island far away, a structure missing on a mid-ventricular
 slice, a hole in the myocardium) gets the matching flag, read back from view ``run_qc`` and table
-``qc_flags`` on PostgreSQL and SQLite.
+``qc_flags`` on PostgreSQL and SQLite; a segmenter that hands over quality signals (uncertainty, predicted
+Dice) gets them recorded in ``masks`` and ``frame_quality`` and flagged.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from sqlalchemy import Engine, func, select
 
 from db.queries import RUN_QC_COLUMNS, run_qc
 from db.records import RecordError
-from db.schema import Mask, QualityFlag
+from db.schema import FrameQualityRow, Mask, QualityFlag
 from db.session import open_record, session_scope
-from db.writes import record_qc_flags
-from heartseg.labels import Structure
+from db.writes import record_frame_quality, record_qc_flags
+from heartseg.labels import Phase, Structure
 from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
@@ -31,7 +32,8 @@ from tests.record_fixtures import new_run
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers import qc
-from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.pipeline import ModelInfo, OnLabels, evaluate_stage, quality_rows, segment_stage
+from workers.quality import FrameQuality, StructureQuality
 from workers.stage_context import StageContext
 
 RV, MYO, LV = Structure.RV.label, Structure.MYO.label, Structure.LV.label
@@ -157,6 +159,20 @@ def test_uncertain_frames() -> None:
     assert names(flags) == [("uncertain", None)] and flags[0].value == 0.25
 
 
+def test_low_predicted_dice() -> None:
+    predicted = {Structure.RV: 0.62, Structure.MYO: 0.8, Structure.LV: None}
+    flags = qc.predicted_dice_flags(predicted, 5, Phase.ES, min_predicted_dice=0.8)
+    assert names(flags) == [("low_predicted_dice", "RV")]  # 0.8 is not below 0.8; None is unknown
+    assert (flags[0].frame, flags[0].value, flags[0].threshold, flags[0].severity) == (5, 0.62, 0.8, qc.ERROR)
+    assert flags[0].reason == "ES RV: predicted Dice 0.62 (below 0.8)"
+    assert qc.predicted_dice_flags(predicted, 7, Phase.OTHER)[0].reason == "frame 7 RV: predicted Dice 0.62 (below 0.8)"
+    assert qc.predicted_dice_flags(None, 5) == [] and qc.predicted_dice_flags({Structure.LV: math.nan}, 5) == []
+    assert qc.predicted_dice_flags(predicted, 5, min_predicted_dice=0.5) == []
+    flags = qc.study_flags({1: heart(), 5: heart()}, SPACING, predicted_dice={5: predicted},
+                           phases={1: Phase.ED, 5: Phase.ES})
+    assert [(f.flag.value, f.frame) for f in flags] == [("low_predicted_dice", 5)]
+
+
 def _indices(**changes: float | None) -> dict[str, float | None]:
     values: dict[str, float | None] = {
         "lv_edv_ml": 150.0, "lv_esv_ml": 60.0, "lv_ef_pct": 60.0, "rv_edv_ml": 160.0, "rv_esv_ml": 70.0,
@@ -188,8 +204,9 @@ def test_every_limit_is_cited_and_ordered() -> None:
 
 def test_thresholds_come_from_the_settings() -> None:
     settings = Settings(qc_max_piece_ml=2.0, qc_max_piece_distance_mm=50.0, qc_max_edge_area_fraction=0.9,
-                        qc_min_enclosed_fraction=0.7, qc_max_uncertainty=0.2)
-    assert qc.QcThresholds.from_settings(settings) == qc.QcThresholds(2.0, 50.0, 0.9, 0.7, 0.2)
+                        qc_min_enclosed_fraction=0.7, qc_max_uncertainty=0.2, qc_min_predicted_dice=0.6)
+    assert qc.QcThresholds.from_settings(settings) == qc.QcThresholds(2.0, 50.0, 0.9, 0.7, 0.2, 0.6)
+    assert qc.QcThresholds().min_predicted_dice == Settings().qc_min_predicted_dice == 0.8
     assert qc.QcThresholds.from_settings(Settings()) == qc.QcThresholds()
 
 
@@ -260,15 +277,24 @@ class DamagingOracle(Oracle):
         return self.damage(super().__call__(image, spacing).copy())
 
 
+#: What :class:`UncertainOracle` says of every frame: an uncertainty of 0.5 and, from two folds, an RV predicted
+#: below the default threshold (0.8), the MYO and LV above it.
+QUALITY = FrameQuality(uncertainty=0.5, n_folds=2, structures=(
+    StructureQuality(Structure.RV, (0.7, 0.6), (0.2, None), 0.75, 40.0, 0.62),
+    StructureQuality(Structure.MYO, (0.9, 0.8), (0.1, 0.3), 0.9, 60.0, 0.85),
+    StructureQuality(Structure.LV, (0.95, 0.95), (0.05, 0.05), None, 70.0, 0.93),
+))
+
+
 class UncertainOracle(Oracle):
-    """The Oracle as a pipelined segmenter that gives every frame an uncertainty of 0.5."""
+    """The Oracle as a pipelined segmenter that hands every frame's labels over with :data:`QUALITY`."""
 
     def segment_frames(self, images: Iterable[np.ndarray], spacing: Sequence[float],
-                       on_labels: Callable[[int, np.ndarray, float | None], None]) -> list[np.ndarray]:
+                       on_labels: OnLabels) -> list[np.ndarray]:
         results = []
         for index, image in enumerate(images):
             results.append(self(image, spacing))
-            on_labels(index, results[-1], 0.5)
+            on_labels(index, results[-1], QUALITY)
         return results
 
 
@@ -306,14 +332,28 @@ def test_flags_through_the_stages(record_url: str, phantom: Path, tmp_path: Path
                            .all())
     assert uncertainty == {i: 0.5 if run == "uncertain" else None for run, i in study_ids.items()}
     ed, es = sorted({frame for run in flags.values() for _, _, frame in run})
+    with session_scope(engine) as session:
+        quality = [(r.study_id, r.frame, r.phase, r.structure, r.predicted_dice, r.self_dice, r.entropy,
+                    r.fold_agreement, r.n_folds, r.volume_ml) for r in session.execute(
+            select(FrameQualityRow).order_by(FrameQualityRow.frame, FrameQualityRow.id)).scalars()]
+    # one row per frame and structure, of the run whose segmenter measured them only: the folds' means
+    uncertain = study_ids["uncertain"]
+    assert [row[:4] for row in quality] == [(uncertain, frame, phase, s) for frame, phase in ((ed, Phase.ED),
+                                                                                            (es, Phase.ES))
+                                            for s in (Structure.RV, Structure.MYO, Structure.LV)]
+    assert [row[4:] for row in quality[:3]] == [
+        (0.62, pytest.approx(0.65), 0.2, 0.75, 2, 40.0), (0.85, pytest.approx(0.85), pytest.approx(0.2), 0.9, 2, 60.0),
+        (0.93, 0.95, pytest.approx(0.05), None, 2, 70.0)]
     assert flags["island"] == [("far_piece", Structure.MYO, ed), ("far_piece", Structure.MYO, es)]
     # the cavity cut in two by the gap is also in two pieces, each of several ml
     assert [f for f in flags["gap"] if f[0] != "pieces"] == [("missing_on_slice", Structure.LV, ed),
                                                              ("missing_on_slice", Structure.LV, es)]
     assert {f[:2] for f in flags["gap"] if f[0] == "pieces"} <= {("pieces", Structure.LV)}
     assert flags["hole"] == [("lv_not_enclosed", Structure.LV, ed), ("lv_not_enclosed", Structure.LV, es)]
-    assert flags["uncertain"] == [("uncertain", None, ed), ("uncertain", None, es)]
-    assert rows["uncertain"][0]["severity"] == 2 * qc.WARNING
+    assert flags["uncertain"] == [("low_predicted_dice", Structure.RV, ed), ("low_predicted_dice", Structure.RV, es),
+                                  ("uncertain", None, ed), ("uncertain", None, es)]
+    assert rows["uncertain"][0]["severity"] == 2 * qc.WARNING + 2 * qc.ERROR
+    assert rows["uncertain"][0]["flags"].startswith("ED RV: predicted Dice 0.62 (below 0.8); ES RV: predicted Dice")
     for run, text in (("island", "MYO in 2 pieces"), ("gap", "LV missing on mid-ventricular slice"),
                       ("hole", "LV cavity not enclosed by myocardium")):
         row = rows[run][0]
@@ -329,11 +369,57 @@ def test_flags_through_the_stages(record_url: str, phantom: Path, tmp_path: Path
         from sqlalchemy import text as sql
 
         worst = connection.execute(sql("SELECT run, severity FROM run_qc ORDER BY severity DESC, run")).all()
-    assert [tuple(r) for r in worst][1:] == [("hole", 4), ("island", 2), ("uncertain", 2), ("clean", 0)]
-    assert worst[0][0] == "gap" and worst[0][1] >= 4
+    severity = dict(tuple(r) for r in worst)
+    assert [s for _, s in worst] == sorted(severity.values(), reverse=True)
+    assert {k: v for k, v in severity.items() if k != "gap"} == {"uncertain": 6, "hole": 4, "island": 2, "clean": 0}
+    assert severity["gap"] >= 4
 
     # evaluated again (a re-delivered task): the flags are replaced, not doubled
     settings = Settings(trusted_model_roots=[tmp_path / "models"])
     evaluate_stage(StageContext(engine, LocalStore(tmp_path / "results"), settings), study_ids["hole"])
     assert run_qc(engine, "hole")[0]["n_flags"] == 2
+    # with a lower threshold, the RV at 0.62 is no longer flagged
+    lenient = Settings(trusted_model_roots=[tmp_path / "models"], qc_min_predicted_dice=0.6)
+    evaluate_stage(StageContext(engine, LocalStore(tmp_path / "results"), lenient), uncertain)
+    assert run_qc(engine, "uncertain")[0]["n_flags"] == 2
+    engine.dispose()
+
+
+def test_recorded_frame_quality_is_upserted_replaced_and_validated(record_url: str) -> None:
+    engine = open_record(record_url)
+    model_id, studies = new_run(engine, "r", sources=["s1"])
+    study_id = studies["s1"]
+    rows = quality_rows(QUALITY)
+
+    def recorded() -> list[tuple[int, Structure, float | None]]:
+        with session_scope(engine) as session:
+            return [(frame, structure, dice) for frame, structure, dice in session.execute(
+                select(FrameQualityRow.frame, FrameQualityRow.structure, FrameQualityRow.predicted_dice)
+                .order_by(FrameQualityRow.frame, FrameQualityRow.structure))]
+
+    for _ in range(2):  # a re-delivered segmentation: one row per frame and structure
+        with session_scope(engine) as session:
+            for frame, phase in ((1, Phase.ED), (5, Phase.ES)):
+                assert record_frame_quality(session, study_id=study_id, model_id=model_id, frame=frame, phase=phase,
+                                            structures=rows) == 3
+    assert len(recorded()) == 6
+    with session_scope(engine) as session:  # segmented again, measured otherwise: the frame's rows are replaced
+        record_frame_quality(session, study_id=study_id, model_id=model_id, frame=1, phase=Phase.ED,
+                             structures=[{**rows[2], "predicted_dice": 0.5}])
+        record_frame_quality(session, study_id=study_id, model_id=model_id, frame=5, phase=Phase.ES, structures=[])
+    assert recorded() == [(1, Structure.LV, 0.5)]
+    # a fraction a hair above 1 from floating point is 1; anything else out of range is refused, nothing written
+    with session_scope(engine) as session:
+        record_frame_quality(session, study_id=study_id, model_id=model_id, frame=1, phase=Phase.ED,
+                             structures=[{**rows[2], "self_dice": 1 + 1e-9}])
+        assert session.execute(select(FrameQualityRow.self_dice)).scalar_one() == 1.0
+    for bad in ({"predicted_dice": 1.2}, {"self_dice": None}, {"entropy": math.nan}, {"fold_agreement": -0.1},
+                {"n_folds": 0}, {"volume_ml": -1.0}, {"structure": "LA"}):
+        with pytest.raises(RecordError), session_scope(engine) as session:
+            record_frame_quality(session, study_id=study_id, model_id=model_id, frame=1, phase=Phase.ED,
+                                 structures=[rows[0], {**rows[2], **bad}])
+    with pytest.raises(RecordError, match="more than once"), session_scope(engine) as session:
+        record_frame_quality(session, study_id=study_id, model_id=model_id, frame=1, phase=Phase.ED,
+                             structures=[rows[2], rows[2]])
+    assert recorded() == [(1, Structure.LV, 0.93)]  # the last good write's
     engine.dispose()

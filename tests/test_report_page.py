@@ -3,7 +3,9 @@ a real headless Chromium (every image decoded, no console error), and the comman
 
 A small cohort goes through both stages as in test_pipeline_stages: three phantoms segmented by an oracle
 (phantom002 with its labels shifted, so that Dice and the indices differ from the reference; phantom003
-without its RV at ES, which the QC flags) and a study whose image is corrupt (failed).
+without its RV at ES, which the QC flags) and a study whose image is corrupt (failed). The oracle, pipelined,
+hands each frame over with quality signals whose predicted Dice is 0.95 times the mask's actual Dice (0 for a
+structure it left out), as a calibrated segmenter that slightly underestimates would.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,17 @@ from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from heartseg.studies import open_study
 from scheduler.report_page import display_plane, write_report
+from scheduler.report_page.figures import QUALITY_FIGURE
 from scheduler.submit import submit_sources
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
-from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
+from workers.pipeline import ModelInfo, OnLabels, evaluate_stage, segment_stage
+from workers.quality import FrameQuality, StructureQuality
 from workers.stage_context import StageContext
 
 RUN = "report-run"
+#: The oracle's predicted Dice is this times the actual one.
+PREDICTED_FACTOR = 0.95
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -56,6 +62,26 @@ class FlawedOracle(Oracle):
         if self.no_rv is not None and np.array_equal(image, self.no_rv):
             return np.where(labels == Structure.RV.label, 0, labels).astype(np.uint8)
         return labels
+
+    def quality(self, image: np.ndarray, spacing: Sequence[float], labels: np.ndarray) -> FrameQuality:
+        """Signals of one fold whose predicted Dice is :data:`PREDICTED_FACTOR` times the actual Dice."""
+        reference = Oracle.__call__(self, image, spacing)
+        voxel_ml = float(np.prod(spacing)) / 1000
+        structures = []
+        for structure in Structure:
+            mine, theirs = labels == structure.label, reference == structure.label
+            dice = 2 * np.count_nonzero(mine & theirs) / max(1, np.count_nonzero(mine) + np.count_nonzero(theirs))
+            structures.append(StructureQuality(structure, (float(dice),), (0.05 if mine.any() else None,), None,
+                                               np.count_nonzero(mine) * voxel_ml, PREDICTED_FACTOR * dice))
+        return FrameQuality(uncertainty=0.01, n_folds=1, structures=tuple(structures))
+
+    def segment_frames(self, images: Iterable[np.ndarray], spacing: Sequence[float],
+                       on_labels: OnLabels) -> list[np.ndarray]:
+        results = []
+        for index, image in enumerate(images):
+            results.append(self(image, spacing))
+            on_labels(index, results[-1], self.quality(image, spacing, results[-1]))
+        return results
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +105,8 @@ def run_cohort(url: str, cohort: list[Path], tmp_path: Path) -> tuple[Engine, Se
     submission = submit_sources(engine, settings, name=RUN, source_uri=str(cohort[0].parent),
                                 sources=[str(f) for f in cohort], model_dir=model_dir)
     ctx = StageContext(engine, LocalStore(settings.results_uri), settings)
-    model = ModelInfo(submission.fingerprint, FlawedOracle(cohort[:3], cohort[1], cohort[2]))
+    oracle = FlawedOracle(cohort[:3], cohort[1], cohort[2])
+    model = ModelInfo(submission.fingerprint, oracle, oracle.segment_frames)
     for study_id in submission.study_ids:
         if segment_stage(ctx, study_id, model, worker="test"):
             evaluate_stage(ctx, study_id)
@@ -115,7 +142,8 @@ def test_json_summary_agrees_with_the_views(record_url: str, cohort: list[Path],
     path = tmp_path / "out" / "summary.json"
     assert write_report(engine, settings, RUN, json_path=path) == [path]
     summary = json.loads(path.read_text())
-    assert set(summary) == {"run", "generated_at", "counts", "statistics", "agreement", "failures", "flags", "worst"}
+    assert set(summary) == {"run", "generated_at", "counts", "statistics", "agreement", "failures", "flags", "worst",
+                            "quality", "viewer"}
     views = queries.run_report(engine, RUN)
 
     # counts: run_status_counts
@@ -158,7 +186,10 @@ def test_json_summary_agrees_with_the_views(record_url: str, cohort: list[Path],
         assert {k: row[k] for k in ("patient_id", "n_flags", "flags")} == {k: want[k] for k in
                                                                            ("patient_id", "n_flags", "flags")}
         assert "; ".join(row["reasons"]) == want["flags"]
-    assert [r["patient_id"] for r in summary["flags"]] == ["phantom003"]  # its RV is missing at ES
+    # phantom002 (shifted) by its low predicted Dice alone; phantom003 also because its RV is missing at ES
+    assert [r["patient_id"] for r in summary["flags"]] == ["phantom002", "phantom003"]
+    assert all(reason.endswith("(below 0.8)") for reason in summary["flags"][0]["reasons"])
+    assert "ES RV: predicted Dice 0.00 (below 0.8)" in summary["flags"][1]["reasons"]
     severities = [r["severity"] for r in summary["flags"]]
     assert severities == sorted(severities, reverse=True)
 
@@ -169,7 +200,48 @@ def test_json_summary_agrees_with_the_views(record_url: str, cohort: list[Path],
     for entry in worst:
         assert set(entry["masks"]) == {"ED", "ES"}
         assert all(Path(m["uri"]).is_file() for m in entry["masks"].values())
+
+    assert_quality_matches_the_record(summary["quality"], engine)
     engine.dispose()
+
+
+#: frame_quality beside metrics, read here independently of db.queries.
+PAIRS_SQL = """
+SELECT s.id AS study_id, s.patient_id, q.frame, q.phase, q.structure, q.predicted_dice, m.dice
+FROM frame_quality q JOIN studies s ON s.id = q.study_id
+JOIN metrics m ON m.study_id = q.study_id AND m.model_id = q.model_id AND m.frame = q.frame
+     AND m.structure = q.structure
+"""
+
+
+def assert_quality_matches_the_record(quality: dict[str, Any], engine: Engine) -> None:
+    """``quality`` of the JSON summary against ``frame_quality`` and ``metrics``: n, mean predicted Dice, its mean
+    absolute error and correlation against the actual Dice per structure and phase; each study's lowest."""
+    rows = queries.fetch(engine, PAIRS_SQL)
+    assert len(rows) == 3 * 2 * 3  # the done studies, their ED and ES, three structures: every frame has both
+    assert all(r["predicted_dice"] == pytest.approx(PREDICTED_FACTOR * r["dice"]) for r in rows)
+    by_phase = {(r["structure"], r["phase"]): r for r in quality["by_phase"]}
+    assert list(by_phase) == [(s.value, p) for s in Structure for p in ("ED", "ES")]  # in label order
+    for (structure, phase), got in by_phase.items():
+        mine = [r for r in rows if (r["structure"], r["phase"]) == (structure, phase)]
+        predicted = np.array([r["predicted_dice"] for r in mine])
+        actual = np.array([r["dice"] for r in mine])
+        assert got["n"] == got["n_reference"] == 3
+        assert got["mean_predicted_dice"] == pytest.approx(predicted.mean())
+        assert got["mean_abs_error"] == pytest.approx(np.abs(predicted - actual).mean())
+        assert got["mean_abs_error"] == pytest.approx((1 - PREDICTED_FACTOR) * actual.mean())
+        assert got["correlation"] == pytest.approx(np.corrcoef(predicted, actual)[0, 1])
+        assert got["correlation"] == pytest.approx(1.0)  # the prediction is proportional to the Dice
+    assert by_phase[("RV", "ES")]["mean_predicted_dice"] < by_phase[("RV", "ED")]["mean_predicted_dice"]
+
+    studies = quality["studies_by_predicted_quality"]
+    assert [s["patient_id"] for s in studies] == ["phantom003", "phantom002", "phantom001"]  # the failed one has none
+    for study in studies:
+        lowest = min((r for r in rows if r["study_id"] == study["study_id"]), key=lambda r: r["predicted_dice"])
+        assert study["min_predicted_dice"] == pytest.approx(lowest["predicted_dice"])
+        assert study["dice"] == pytest.approx(lowest["dice"])
+    assert (studies[0]["structure"], studies[0]["phase"], studies[0]["min_predicted_dice"]) == ("RV", "ES", 0.0)
+    assert studies[2]["min_predicted_dice"] == pytest.approx(PREDICTED_FACTOR)  # phantom001 is its reference
 
 
 def chromium_driver() -> Any:
@@ -200,11 +272,13 @@ def test_page_renders_in_chromium(sqlite_record: tuple[str, Settings], tmp_path:
     assert "<script" not in html.lower()
     pngs = sorted(p.name for p in page_dir.glob("*.png"))
     assert {"dice_by_structure.png", "dice_by_phase.png", "dice_by_group.png", "bland_altman_lv_ef_pct.png",
-            "bland_altman_rv_ef_pct.png", "bland_altman_lv_edv_ml.png", "bland_altman_myo_mass_g.png"} <= set(pngs)
+            "bland_altman_rv_ef_pct.png", "bland_altman_lv_edv_ml.png", "bland_altman_myo_mass_g.png",
+            QUALITY_FIGURE} <= set(pngs)
     montages = [p for p in pngs if p.startswith("montage_")]
     drawable = {r["study_id"] for r in flagged if r["status"] == "done"}
     assert len(montages) == len(drawable | set(_worst_ids(url, 2)))
     assert "phantom002" in html and "_frame01.nii.gz" in html  # the worst study and its mask's path
+    assert "Predicted quality" in html and "The 3 studies with the lowest predicted Dice" in html
 
     driver = chromium_driver()
     try:
@@ -241,6 +315,7 @@ def test_report_command_writes_page_and_json(sqlite_record: tuple[str, Settings]
     assert f"wrote {tmp_path / 's.json'}" in result.stdout and "index.html" in result.stdout
     assert json.loads((tmp_path / "s.json").read_text())["counts"]["by_status"] == {"done": 3, "failed": 1}
     assert (tmp_path / "page" / "index.html").is_file() and (tmp_path / "page" / "dice_by_structure.png").is_file()
+    assert (tmp_path / "page" / QUALITY_FIGURE).is_file()
     # without the options: the tables, as before; an unknown run: one line, exit 2
     tables = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert tables.returncode == 0 and "studies by status" in tables.stdout and not (tmp_path / "other").exists()

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from workers.training.dataset import convert_acdc, write_split
-from workers.training.split import TRAINING_PATIENTS, VALIDATION_PATIENTS
+from workers.training.split import (
+    ALL_PATIENTS,
+    FOLD_VALIDATION,
+    TRAINING_PATIENTS,
+    VALIDATION_PATIENTS,
+    fold_of,
+    fold_patients,
+)
 
 
 def test_split_is_80_20_stratified_by_group() -> None:
@@ -17,6 +24,23 @@ def test_split_is_80_20_stratified_by_group() -> None:
     groups = [(int(p[-3:]) - 1) // 20 for p in VALIDATION_PATIENTS]  # 0 DCM, 1 HCM, 2 MINF, 3 NOR, 4 RV
     assert sorted(groups) == [g for g in range(5) for _ in range(4)]
     assert VALIDATION_PATIENTS[:4] == ("patient017", "patient018", "patient019", "patient020")
+
+
+def test_five_folds_cover_every_patient_once_stratified_by_group() -> None:
+    assert len(FOLD_VALIDATION) == 5
+    assert FOLD_VALIDATION[0] == VALIDATION_PATIENTS  # the first shipped fold's split is kept
+    seen = [p for fold in FOLD_VALIDATION for p in fold]
+    assert sorted(seen) == list(ALL_PATIENTS)
+    for fold, val in enumerate(FOLD_VALIDATION):
+        groups = [(int(p[-3:]) - 1) // 20 for p in val]
+        assert sorted(groups) == [g for g in range(5) for _ in range(4)], fold
+        train, same = fold_patients(fold)
+        assert same == val and len(train) == 80 and not set(train) & set(val)
+        assert all(fold_of(p) == fold for p in val)
+    # folds 1-4 are shuffled within each group, not runs of consecutive numbers
+    assert FOLD_VALIDATION[1][:4] != ("patient001", "patient002", "patient003", "patient004")
+    with pytest.raises(ValueError):
+        fold_patients(5)
 
 
 @pytest.mark.acdc
@@ -31,11 +55,13 @@ def test_conversion_matches_nnunet_dataset027_layout(acdc_root: Path, tmp_path: 
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["labels"] == {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
     assert dataset["channel_names"] == {"0": "cineMRI"} and dataset["numTraining"] == 4
-    write_split(tmp_path / "pre", ("patient001",), ("patient090",),
-                ["patient001_frame01", "patient001_frame12", "patient090_frame04", "patient090_frame11"])
+    cases = ["patient001_frame01", "patient001_frame12", "patient090_frame04", "patient090_frame11"]
+    write_split(tmp_path / "pre", [(("patient001",), ("patient090",)), (("patient090",), ("patient001",))], cases)
     split = json.loads((tmp_path / "pre" / "splits_final.json").read_text())
     assert split == [{"train": ["patient001_frame01", "patient001_frame12"],
-                      "val": ["patient090_frame04", "patient090_frame11"]}]
+                      "val": ["patient090_frame04", "patient090_frame11"]},
+                     {"train": ["patient090_frame04", "patient090_frame11"],
+                      "val": ["patient001_frame01", "patient001_frame12"]}]
 
 
 def test_shipped_model_uses_the_reduced_plans() -> None:

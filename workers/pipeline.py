@@ -1,10 +1,12 @@
 """The two stages of a study, as plain functions: Celery tasks and the in-process runner call them.
 
 ``segment_stage`` (GPU queue): claim the study, load it, segment every needed frame, write
-the masks, record them (with the segmenter's per-frame uncertainty when it gives one).
+the masks, record them with what the segmenter measured of each frame's quality when it gives it
+(:class:`~workers.quality.FrameQuality`: the uncertainty on the mask's row, and one ``frame_quality``
+row per structure with its signals and predicted Dice).
 ``evaluate_stage`` (CPU queue): read the masks back with the references, compute metrics and
-cardiac indices, and the QC flags of every study (``workers.qc``, with or without references),
-record them, mark the study done.
+cardiac indices, and the QC flags of every study (``workers.qc``, with or without references,
+the predicted Dice included), record them, mark the study done.
 Both are idempotent: every write is an upsert keyed by (study, model, frame[, structure]).
 
 The masks are the stage's product; the DICOM SEGs and storing them back to a PACS are optional
@@ -38,11 +40,11 @@ from db.lifecycle import (
     renew_lease,
     study_with_run,
 )
-from db.reads import study_masks
+from db.reads import study_masks, study_predicted_dice
 from db.records import name_problem
 from db.schema import NAME_LENGTH
 from db.session import session_scope
-from db.writes import record_indices, record_mask, record_metrics, record_qc_flags
+from db.writes import record_frame_quality, record_indices, record_mask, record_metrics, record_qc_flags
 from heartseg.enums import Frames, IndexSource, PhaseSource, StudyStatus
 from heartseg.errors import HeartSegError, StudyError
 from heartseg.labels import Structure, frame_phase
@@ -56,6 +58,7 @@ from workers.lease_keeper import Lease, LeaseLostError, lease_kept
 from workers.metrics import compare_label_maps, volume_ml
 from workers.monitoring import count_frames, count_study, observe_stage
 from workers.qc import QcThresholds, study_flags
+from workers.quality import FrameQuality
 from workers.stage_context import StageContext
 from workers.transient import TRANSIENT
 
@@ -63,11 +66,13 @@ logger = logging.getLogger(__name__)
 
 #: segment(image (x, y, z), spacing) -> uint8 labels, one frame.
 SegmentFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
-#: segment_frames(images, spacing, on_labels(index, labels, uncertainty)) -> labels of every frame, pipelined: a
-#: loaded :meth:`~workers.inference.predictor.Segmenter.segment_frames`. ``uncertainty`` is the frame's mean
-#: normalised softmax entropy over the voxels predicted as heart, in [0, 1] (None: not computed, or no heart).
-SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], Callable[[int, np.ndarray, float | None], None]],
-                           list[np.ndarray]]
+#: on_labels(index, labels, quality), called as each frame's labels are ready. ``quality`` is what the segmenter
+#: measured of the frame (:class:`~workers.quality.FrameQuality`: its uncertainty, and per structure the signals
+#: and the predicted Dice); None where it measured nothing.
+OnLabels = Callable[[int, np.ndarray, FrameQuality | None], None]
+#: segment_frames(images, spacing, on_labels) -> labels of every frame, pipelined: a loaded
+#: :meth:`~workers.inference.predictor.Segmenter.segment_frames`.
+SegmentFramesFn = Callable[[Iterable[np.ndarray], Sequence[float], OnLabels], list[np.ndarray]]
 
 
 class FailedTryError(Exception):
@@ -96,9 +101,9 @@ class ModelInfo:
     segment_frames: SegmentFramesFn | None = None
 
     def segment_all(self, images: Iterable[np.ndarray], spacing: Sequence[float],
-                    on_labels: Callable[[int, np.ndarray, float | None], None]) -> list[np.ndarray]:
-        """Label maps of ``images`` in order; ``on_labels(index, labels, uncertainty)`` is called as each one is
-        ready (uncertainty None frame by frame: ``segment`` gives labels only)."""
+                    on_labels: OnLabels) -> list[np.ndarray]:
+        """Label maps of ``images`` in order; ``on_labels(index, labels, quality)`` is called as each one is
+        ready (quality None frame by frame: ``segment`` gives labels only)."""
         if self.segment_frames is not None:
             return self.segment_frames(images, spacing, on_labels)
         results = []
@@ -210,17 +215,37 @@ def _segment_and_record(ctx: StageContext, study_id: int, model: ModelInfo, leas
         record_patient(session, study_id, patient_id=result.name, group=study.info.group,
                        height_cm=study.info.height_cm, weight_kg=study.info.weight_kg,
                        n_frames=study.info.n_frames or len(study.frames))
-        for number, uri, digest, uncertainty in masks:
+        for number, uri, digest, quality in masks:
             seg_uri, seg_sha256 = segs.get(number, (None, None))
-            record_mask(session, study_id=study_id, model_id=model_id, frame=number,
-                        phase=frame_phase(number, ed, es), uri=uri,
+            phase = frame_phase(number, ed, es)
+            record_mask(session, study_id=study_id, model_id=model_id, frame=number, phase=phase, uri=uri,
                         sha256=digest, shape=study.shape, spacing=study.spacing, seg_uri=seg_uri,
-                        seg_sha256=seg_sha256, uncertainty=uncertainty)
+                        seg_sha256=seg_sha256, uncertainty=None if quality is None else quality.uncertainty)
+            record_frame_quality(session, study_id=study_id, model_id=model_id, frame=number, phase=phase,
+                                 structures=quality_rows(quality))
         record_segmentation(session, study_id, ed=ed, es=es, phase_source=phase_source, load_s=result.load_s,
                             predict_s=result.predict_s, write_s=result.write_s)
         for warning in result.warnings:
             add_warning(session, study_id, warning)
     count_frames(run_name, len(masks))
+
+
+def quality_rows(quality: FrameQuality | None) -> list[dict[str, object]]:
+    """The ``frame_quality`` columns of each structure the segmenter measured in a frame (none for None): its
+    predicted Dice, and its per-fold soft self-Dice and entropy averaged over the folds (the entropy over the
+    folds where it is defined; None where none is), with the folds' agreement, their number and the volume."""
+    if quality is None:
+        return []
+    rows: list[dict[str, object]] = []
+    for signals in quality.structures:
+        entropies = [e for e in signals.entropy if e is not None]
+        rows.append({
+            "structure": signals.structure, "predicted_dice": signals.predicted_dice,
+            "self_dice": float(np.mean(signals.self_dice)) if signals.self_dice else None,
+            "entropy": float(np.mean(entropies)) if entropies else None,
+            "fold_agreement": signals.fold_agreement, "n_folds": quality.n_folds, "volume_ml": signals.volume_ml,
+        })
+    return rows
 
 
 def _give_back(ctx: StageContext, study_id: int, worker: str) -> None:
@@ -266,8 +291,8 @@ class _Segmented:
     study: LoadedStudy
     name: str
     labels: dict[int, np.ndarray]
-    masks: list[tuple[int, str, str, float | None]]
-    """``(frame, uri, sha256, uncertainty)`` of each mask written."""
+    masks: list[tuple[int, str, str, FrameQuality | None]]
+    """``(frame, uri, sha256, quality)`` of each mask written, with what the segmenter measured of the frame."""
     segs: dict[int, tuple[str, str]]
     load_s: float
     predict_s: float
@@ -293,11 +318,11 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
     if problem:
         raise StudyError(source_uri, f"the patient name {name[:60]!r}{'...' if len(name) > 60 else ''} {problem}")
     numbers = frames_to_segment(study, frames)
-    masks: list[tuple[int, str, str, float | None]] = []
+    masks: list[tuple[int, str, str, FrameQuality | None]] = []
     write_s = 0.0
 
-    def write(index: int, labels: np.ndarray, uncertainty: float | None = None) -> None:
-        """Store one frame's mask; ``uncertainty`` (in [0, 1]) is recorded with it when the segmenter gives it."""
+    def write(index: int, labels: np.ndarray, quality: FrameQuality | None = None) -> None:
+        """Store one frame's mask; ``quality`` is recorded with it when the segmenter gives it."""
         nonlocal write_s
         if lease is not None:
             lease.check()
@@ -305,7 +330,7 @@ def _segment_frames(ctx: StageContext, source: StudySource, source_uri: str, fra
         number = numbers[index]
         data = encode_mask(labels, study)
         uri = ctx.store.put(mask_key(model.fingerprint, run_name, name, number), data)
-        masks.append((number, uri, sha256_hex(data), None if uncertainty is None else float(uncertainty)))
+        masks.append((number, uri, sha256_hex(data), quality))
         write_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -414,14 +439,16 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
     failed try, recorded, and raised as :class:`FailedTryError` (``segmented``: to be evaluated again).
 
     The QC flags (:mod:`workers.qc`) are computed for every study, with or without references, from the
-    predicted masks, their cardiac indices and the uncertainty the segmenter recorded with each mask; they
-    replace the study's earlier flags for the model in the same transaction that marks it done.
+    predicted masks, their cardiac indices, the uncertainty the segmenter recorded with each mask and the
+    predicted Dice it recorded per frame and structure (``frame_quality``); they replace the study's earlier
+    flags for the model in the same transaction that marks it done.
     """
     started = time.perf_counter()
     with session_scope(ctx.engine) as session:
         row, run = study_with_run(session, study_id)
         source_uri, model_id, ed, es, run_name = row.source_uri, run.model_id, row.ed_frame, row.es_frame, run.name
         masks = study_masks(session, study_id, model_id)
+        predicted_dice = study_predicted_dice(session, study_id, model_id)
     uncertainties = {frame: uncertainty for frame, _, uncertainty in masks}
     source = ctx.source(source_uri)
     try:
@@ -443,7 +470,8 @@ def evaluate_stage(ctx: StageContext, study_id: int) -> None:
                                    metrics={s: m.as_dict() for s, m in metrics.items()})
             indices = _record_indices(session, study_id, model_id, study, predicted, ed, es)
             flags = study_flags(predicted, study.spacing, indices, uncertainties,
-                                QcThresholds.from_settings(ctx.settings))
+                                QcThresholds.from_settings(ctx.settings), predicted_dice,
+                                {frame: frame_phase(frame, ed, es) for frame in predicted})
             record_qc_flags(session, study_id=study_id, model_id=model_id, flags=[f.as_row() for f in flags])
             metrics_s = time.perf_counter() - started
             mark_done(session, study_id, metrics_s=metrics_s)

@@ -24,6 +24,9 @@ The checks, on one frame's ACDC label map ``(x, y, z)`` with ``z`` the short-axi
   ``min_enclosed_fraction`` (the worst slice is reported).
 * ``uncertain``: the segmenter's per-frame uncertainty (mean normalised softmax entropy over the
   heart, in [0, 1]) above ``max_uncertainty``.
+* ``low_predicted_dice``: a structure's predicted Dice in the frame (the segmenter's calibrated estimate
+  of the mask's Dice against a reference, :mod:`workers.quality`) below ``min_predicted_dice``; none
+  where the segmenter gave no predicted Dice (a model without a quality calibration).
 
 And on a study's cardiac indices from the predicted masks:
 
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from heartseg.labels import STRUCTURES, Structure
+from heartseg.labels import STRUCTURES, Phase, Structure
 from heartseg.settings import Settings
 from workers.indices import CardiacIndices
 from workers.metrics import voxel_volume_ml
@@ -61,6 +64,7 @@ class Flag(enum.StrEnum):
     EDGE_SLICE = "edge_slice"
     LV_NOT_ENCLOSED = "lv_not_enclosed"
     UNCERTAIN = "uncertain"
+    LOW_PREDICTED_DICE = "low_predicted_dice"
     ESV_GE_EDV = "esv_ge_edv"
     IMPLAUSIBLE_INDEX = "implausible_index"
 
@@ -85,13 +89,14 @@ class QcFlag:
 
 @dataclass(frozen=True)
 class QcThresholds:
-    """The thresholds of the geometric and uncertainty checks (settings ``HEARTSEG_QC_*``)."""
+    """The thresholds of the geometric, uncertainty and predicted-Dice checks (settings ``HEARTSEG_QC_*``)."""
 
     max_piece_ml: float = 5.0
     max_piece_distance_mm: float = 80.0
     max_edge_area_fraction: float = 0.5
     min_enclosed_fraction: float = 0.8
     max_uncertainty: float = 0.1
+    min_predicted_dice: float = 0.8
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QcThresholds:
@@ -99,7 +104,8 @@ class QcThresholds:
         return cls(max_piece_ml=settings.qc_max_piece_ml, max_piece_distance_mm=settings.qc_max_piece_distance_mm,
                    max_edge_area_fraction=settings.qc_max_edge_area_fraction,
                    min_enclosed_fraction=settings.qc_min_enclosed_fraction,
-                   max_uncertainty=settings.qc_max_uncertainty)
+                   max_uncertainty=settings.qc_max_uncertainty,
+                   min_predicted_dice=settings.qc_min_predicted_dice)
 
 
 @dataclass(frozen=True)
@@ -330,9 +336,30 @@ def uncertainty_flags(uncertainty: float | None, frame: int | None = None, *,
                    f"heart (above {max_uncertainty:g})")]
 
 
+def predicted_dice_flags(predicted_dice: Mapping[Structure, float | None] | None, frame: int | None = None,
+                         phase: Phase | None = None, *,
+                         min_predicted_dice: float = QcThresholds.min_predicted_dice) -> list[QcFlag]:
+    """``low_predicted_dice`` for each structure whose predicted Dice in the frame is below ``min_predicted_dice``
+    (in label order; none where it is unknown). The reason names the phase (``ES LV: ...``) of an ED or ES frame,
+    else the frame."""
+    where = (f"{phase.value} " if phase is not None and phase in (Phase.ED, Phase.ES)
+             else "" if frame is None else f"frame {frame} ")
+    flags: list[QcFlag] = []
+    for structure in STRUCTURES:
+        value = (predicted_dice or {}).get(structure)
+        if value is None or not math.isfinite(value) or value >= min_predicted_dice:
+            continue
+        flags.append(QcFlag(Flag.LOW_PREDICTED_DICE, frame, structure, float(value), min_predicted_dice, ERROR,
+                            f"{where}{structure.value}: predicted Dice {value:.2f} (below {min_predicted_dice:g})"))
+    return flags
+
+
 def frame_flags(labels: np.ndarray, spacing: Sequence[float], frame: int | None = None,
-                thresholds: QcThresholds | None = None, uncertainty: float | None = None) -> list[QcFlag]:
-    """Every per-frame check of one predicted label map."""
+                thresholds: QcThresholds | None = None, uncertainty: float | None = None,
+                predicted_dice: Mapping[Structure, float | None] | None = None,
+                phase: Phase | None = None) -> list[QcFlag]:
+    """Every per-frame check of one predicted label map (``predicted_dice``: the segmenter's per structure, with
+    the frame's ``phase`` for the reasons)."""
     t = thresholds or QcThresholds()
     return [
         *missing_flags(labels, frame),
@@ -341,6 +368,7 @@ def frame_flags(labels: np.ndarray, spacing: Sequence[float], frame: int | None 
         *edge_slice_flags(labels, frame, max_edge_area_fraction=t.max_edge_area_fraction),
         *enclosure_flags(labels, frame, min_enclosed_fraction=t.min_enclosed_fraction),
         *uncertainty_flags(uncertainty, frame, max_uncertainty=t.max_uncertainty),
+        *predicted_dice_flags(predicted_dice, frame, phase, min_predicted_dice=t.min_predicted_dice),
     ]
 
 
@@ -373,11 +401,17 @@ def index_flags(indices: CardiacIndices | Mapping[str, object]) -> list[QcFlag]:
 def study_flags(predicted: Mapping[int, np.ndarray], spacing: Sequence[float],
                 indices: CardiacIndices | Mapping[str, object] | None = None,
                 uncertainties: Mapping[int, float | None] | None = None,
-                thresholds: QcThresholds | None = None) -> list[QcFlag]:
-    """Every flag of a study: each frame's checks (by frame number), then its indices' (when computed)."""
-    uncertainties = uncertainties or {}
+                thresholds: QcThresholds | None = None,
+                predicted_dice: Mapping[int, Mapping[Structure, float | None]] | None = None,
+                phases: Mapping[int, Phase] | None = None) -> list[QcFlag]:
+    """Every flag of a study: each frame's checks (by frame number), then its indices' (when computed).
+
+    ``uncertainties`` and ``predicted_dice`` are what the segmenter measured, by frame; ``phases`` name the ED
+    and ES frames in the reasons."""
+    uncertainties, predicted_dice, phases = uncertainties or {}, predicted_dice or {}, phases or {}
     flags = [flag for frame, labels in sorted(predicted.items())
-             for flag in frame_flags(labels, spacing, frame, thresholds, uncertainties.get(frame))]
+             for flag in frame_flags(labels, spacing, frame, thresholds, uncertainties.get(frame),
+                                     predicted_dice.get(frame), phases.get(frame))]
     if indices is not None:
         flags += index_flags(indices)
     return flags

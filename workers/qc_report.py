@@ -29,6 +29,7 @@ from heartseg.studies.model import Study
 from workers.indices import cardiac_indices
 from workers.metrics import compare_label_maps
 from workers.qc import ABSOLUTE_LIMITS, ERROR, INDEX_LIMITS, INDEXED_LIMITS, Flag, QcFlag, QcThresholds, study_flags
+from workers.quality import FrameQuality
 
 #: A frame is bad when the Dice of any structure is below this.
 BAD_DICE = 0.8
@@ -80,9 +81,9 @@ def evaluate_cohort(cohort: str, folders: Sequence[Path], segment_frames: Callab
         frames = [f for f in study.frames_with_reference() if f.reference is not None]
         uncertainties: dict[int, float | None] = {}
 
-        def on_labels(index: int, labels: np.ndarray, *rest: float | None, frames: list = frames,
+        def on_labels(index: int, labels: np.ndarray, quality: FrameQuality | None = None, frames: list = frames,
                       uncertainties: dict[int, float | None] = uncertainties) -> None:
-            uncertainties[frames[index].number] = rest[0] if rest else None
+            uncertainties[frames[index].number] = None if quality is None else quality.uncertainty
 
         predicted = dict(zip((f.number for f in frames), segment_frames([f.image for f in frames], study.spacing,
                                                                          on_labels), strict=True))

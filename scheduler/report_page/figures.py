@@ -1,4 +1,5 @@
-"""The report's charts: Dice boxplots and Bland-Altman plots of the cardiac indices, as PNG files.
+"""The report's charts: Dice boxplots, Bland-Altman plots of the cardiac indices and the predicted against
+the actual Dice, as PNG files.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state); matplotlib is imported
 inside the functions that draw, so importing this module stays light.
@@ -120,3 +121,36 @@ def agreement_figures(data: ReportData, folder: Path) -> list[dict[str, str]]:
             name = _bland_altman(folder / f"bland_altman_{index}.png", label, unit, pairs, by_index.get(index))
             figures.append({"file": name, "caption": f"{label} ({unit}), predicted vs reference masks"})
     return figures
+
+
+#: The scatter of predicted against actual Dice (``quality_figures``).
+QUALITY_FIGURE = "predicted_vs_actual_dice.png"
+
+
+def quality_figures(rows: Sequence[Mapping[str, Any]], folder: Path) -> list[dict[str, str]]:
+    """The segmenter's predicted Dice against the Dice with the reference, one point per frame and structure,
+    coloured by structure, with the identity line (none without a pair of both)."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        if row["predicted_dice"] is not None and row["dice"] is not None:
+            points.setdefault(str(row["structure"]), []).append((float(row["dice"]), float(row["predicted_dice"])))
+    if not points:
+        return []
+    figure = new_figure(4.6, 4.2)
+    axes = figure.add_subplot()
+    axes.plot([0.0, 1.0], [0.0, 1.0], color="#7f8c8d", linestyle="--", linewidth=1.0, label="identity")
+    for structure in STRUCTURES:
+        pairs = points.get(structure.value, [])
+        if pairs:
+            axes.scatter([a for a, _ in pairs], [p for _, p in pairs], s=18, color=COLOURS[structure], alpha=0.8,
+                         edgecolors="#333333", linewidths=0.4, label=f"{structure.value} (n = {len(pairs)})")
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_aspect("equal")
+    axes.set_xlabel("Dice with the reference")
+    axes.set_ylabel("predicted Dice")
+    axes.set_title("Predicted against actual Dice")
+    axes.legend(fontsize=7, loc="upper left")
+    axes.grid(alpha=0.3)
+    caption = "Predicted against actual Dice, one point per frame and structure"
+    return [{"file": save_png(figure, folder / QUALITY_FIGURE), "caption": caption}]

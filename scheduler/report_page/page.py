@@ -17,12 +17,13 @@ from sqlalchemy import Engine
 
 from heartseg.labels import STRUCTURES
 from heartseg.settings import Settings
-from scheduler.report_page.figures import agreement_figures, dice_figures
+from scheduler.report_page.figures import QUALITY_FIGURE, agreement_figures, dice_figures, quality_figures
 from scheduler.report_page.montage import draw_montages, montage_studies
-from scheduler.report_page.summary import DEFAULT_WORST, ReportData, gather, summary
+from scheduler.report_page.summary import DEFAULT_WORST, LOWEST_PREDICTED, ReportData, gather, summary
+from scheduler.viewer.links import ViewerLinks
 
 #: The figures a page writes beside it (removed first, so none of an earlier report's stays).
-FIGURE_PATTERNS = ("dice_by_*.png", "bland_altman_*.png", "montage_study*.png")
+FIGURE_PATTERNS = ("dice_by_*.png", "bland_altman_*.png", "montage_study*.png", QUALITY_FIGURE)
 
 
 def write_json(document: Mapping[str, Any], path: Path) -> Path:
@@ -51,7 +52,8 @@ def render_page(document: Mapping[str, Any], figures: Mapping[str, list[dict[str
                               lstrip_blocks=True)
     environment.filters["num"] = _format_number
     template = environment.get_template("report.html.j2")
-    return template.render(report=document, figures=figures, montages=montages, structures=STRUCTURES)
+    return template.render(report=document, figures=figures, montages=montages, structures=STRUCTURES,
+                           lowest_predicted=LOWEST_PREDICTED)
 
 
 def write_html(data: ReportData, settings: Settings, folder: Path,
@@ -62,7 +64,8 @@ def write_html(data: ReportData, settings: Settings, folder: Path,
     for pattern in FIGURE_PATTERNS:
         for stale in folder.glob(pattern):
             stale.unlink()
-    figures = {"dice": dice_figures(data.metric_rows, folder), "agreement": agreement_figures(data, folder)}
+    figures = {"dice": dice_figures(data.metric_rows, folder), "agreement": agreement_figures(data, folder),
+               "quality": quality_figures(data.quality_rows, folder)}
     montages = montage_studies(document, data)
     draw_montages(settings, montages, folder)
     page = folder / "index.html"
@@ -74,7 +77,7 @@ def write_report(engine: Engine, settings: Settings, run: str, *, html: Path | N
                  json_path: Path | None = None, worst_n: int = DEFAULT_WORST) -> list[Path]:
     """``heartseg report RUN --html DIR --json FILE``: the files written."""
     data = gather(engine, run, worst_n)
-    document = summary(data)
+    document = summary(data, ViewerLinks.from_settings(settings))
     written = []
     if json_path is not None:
         written.append(write_json(document, json_path))

@@ -2,8 +2,8 @@
 (:func:`summary`, what ``--json`` writes and what the page is rendered from).
 
 The data come from the record through :mod:`db.queries` only (the cohort views ``run_status_counts``,
-``cohort_metric_stats``, ``run_index_agreement``, ``run_failures``, ``run_qc``, and the long rows behind
-them); no SQL is written here.
+``cohort_metric_stats``, ``run_index_agreement``, ``run_failures``, ``run_qc``, the long rows behind
+them, and ``frame_quality``'s predicted Dice beside the actual one); no SQL is written here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from db import queries
-from heartseg.labels import STRUCTURES
+from heartseg.labels import STRUCTURES, Phase
+from scheduler.viewer.links import ViewerLinks, add_viewer_links
 
 #: How many studies with the lowest mean Dice get an overlay montage besides the flagged ones.
 DEFAULT_WORST = 5
@@ -39,6 +40,9 @@ class ReportData:
     index_pairs: list[dict[str, Any]]
     qc: list[dict[str, Any]]
     masks: list[dict[str, Any]]
+    quality_rows: list[dict[str, Any]] = field(default_factory=list)
+    """Per frame and structure with a ``frame_quality`` row: predicted and actual Dice
+    (:func:`db.queries.run_quality_rows`)."""
     worst_n: int = DEFAULT_WORST
     generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -57,6 +61,7 @@ def gather(engine: Engine, run: str, worst_n: int = DEFAULT_WORST) -> ReportData
         index_pairs=queries.run_index_pairs(engine, run),
         qc=queries.run_qc(engine, run),
         masks=queries.run_study_masks(engine, run),
+        quality_rows=queries.run_quality_rows(engine, run),
         worst_n=worst_n,
     )
 
@@ -141,13 +146,71 @@ def worst_studies(data: ReportData) -> list[dict[str, Any]]:
     return [{**s, "masks": masks.get(s["study_id"], {}).get("masks", {})} for s in ranked[:data.worst_n]]
 
 
-def summary(data: ReportData) -> dict[str, Any]:
+#: How many studies the page lists by their lowest predicted Dice.
+LOWEST_PREDICTED = 10
+
+
+def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's correlation of paired values; None below two pairs or when either side is constant."""
+    try:
+        return statistics.correlation(xs, ys) if len(xs) > 1 else None
+    except statistics.StatisticsError:  # a constant side
+        return None
+
+
+def predicted_quality(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per structure and phase with a predicted Dice: ``n`` frames and their ``mean_predicted_dice``; and over the
+    ``n_reference`` of them whose Dice against a reference is defined, the ``mean_abs_error`` of the predicted
+    against the actual Dice and their Pearson ``correlation`` (None where there are too few)."""
+    groups: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+    for row in rows:
+        if row["predicted_dice"] is not None:
+            groups.setdefault((str(row["structure"]), str(row["phase"])), []).append(
+                (float(row["predicted_dice"]), None if row["dice"] is None else float(row["dice"])))
+    structures = {s.value: i for i, s in enumerate(STRUCTURES)}
+    phases = {p.value: i for i, p in enumerate(Phase)}
+    out = []
+    for structure, phase in sorted(groups, key=lambda k: (structures.get(k[0], len(structures)), k[0],
+                                                          phases.get(k[1], len(phases)), k[1])):
+        values = groups[(structure, phase)]
+        pairs = [(p, a) for p, a in values if a is not None]
+        out.append({
+            "structure": structure, "phase": phase, "n": len(values),
+            "mean_predicted_dice": statistics.fmean(p for p, _ in values),
+            "n_reference": len(pairs),
+            "mean_abs_error": statistics.fmean(abs(p - a) for p, a in pairs) if pairs else None,
+            "correlation": correlation([p for p, _ in pairs], [a for _, a in pairs]),
+        })
+    return out
+
+
+def studies_by_predicted_quality(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every study with a predicted Dice, by its lowest one (ascending, then by patient): where it is (frame,
+    phase, structure) and the actual Dice there (None without a reference)."""
+    lowest: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["predicted_dice"] is None:
+            continue
+        study_id = int(row["study_id"])
+        if study_id not in lowest or float(row["predicted_dice"]) < lowest[study_id]["min_predicted_dice"]:
+            lowest[study_id] = {"study_id": study_id, "patient_id": row["patient_id"],
+                                "pathology_group": row["pathology_group"],
+                                "min_predicted_dice": float(row["predicted_dice"]), "structure": str(row["structure"]),
+                                "phase": str(row["phase"]), "frame": int(row["frame"]), "dice": row["dice"]}
+    return sorted(lowest.values(), key=lambda s: (s["min_predicted_dice"], str(s["patient_id"]), s["study_id"]))
+
+
+def summary(data: ReportData, links: ViewerLinks | None = None) -> dict[str, Any]:
     """The machine-readable summary of the run (what ``--json`` writes); top-level keys:
 
     ``run``, ``generated_at``, ``counts`` (``total``, ``by_status``, ``flagged``), ``statistics``
     (``by_structure``, ``by_phase``, ``by_group``: n, mean, sd, median of Dice and HD95), ``agreement``
     (per index: n, mean_pred, mean_ref, bias, sd_diff, loa_lower, loa_upper), ``failures`` (``by_reason``,
-    ``studies``), ``flags`` (flagged studies, worst first), ``worst`` (lowest mean Dice, with mask URIs).
+    ``studies``), ``flags`` (flagged studies, worst first), ``worst`` (lowest mean Dice, with mask URIs),
+    ``quality`` (the segmenter's predicted Dice: ``by_phase``, per structure and phase, from
+    :func:`predicted_quality`; ``studies_by_predicted_quality``, from :func:`studies_by_predicted_quality`).
+    With ``links``, ``viewer`` (the studies in the viewer's PACS, flagged first) and a ``viewer_url`` in each
+    study of ``flags``, ``worst`` and ``failures.studies`` (:func:`scheduler.viewer.links.add_viewer_links`).
     """
     flags = flagged_studies(data.qc)
     by_status = {str(r["status"]): int(r["n_studies"]) for r in data.status}
@@ -167,5 +230,9 @@ def summary(data: ReportData) -> dict[str, Any]:
         "flags": [{k: r[k] for k in ("study_id", "patient_id", "pathology_group", "status", "n_flags", "severity",
                                      "flags", "reasons")} for r in flags],
         "worst": worst_studies(data),
+        "quality": {"by_phase": predicted_quality(data.quality_rows),
+                    "studies_by_predicted_quality": studies_by_predicted_quality(data.quality_rows)},
     })
+    if links is not None:
+        add_viewer_links(document, links, data.masks, data.failed_studies)
     return document

@@ -111,16 +111,31 @@ class BatchedSlidingWindow:
         Equal, frame for frame, to ``nnUNetPredictor.predict_logits_from_preprocessed_data``: the
         folds' logits are summed on the CPU in fold order and divided by their number.
         """
+        return [ensemble for ensemble, _ in self.logits_with_folds(frames)]
+
+    @torch.inference_mode()
+    def logits_with_folds(self, frames: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """``(ensemble logits, [each fold's logits])`` of each preprocessed frame, on the CPU in half precision.
+
+        The ensemble's logits are those of :meth:`logits`; each fold's are its own sliding window (averaged over
+        its mirrored copies), kept for the quality signals (:mod:`workers.inference.quality_signals`).
+        """
+        folds: list[list[torch.Tensor]] = [[] for _ in frames]
         total: list[torch.Tensor] | None = None
         for network in self.networks:
             per_frame = [f.to("cpu") for f in self._sliding_window(network, frames)]
-            total = per_frame if total is None else [t.add_(f) for t, f in zip(total, per_frame, strict=True)]
+            for kept, fold_logits in zip(folds, per_frame, strict=True):
+                kept.append(fold_logits)
+            if total is None:
+                total = [f.clone() for f in per_frame] if len(self.networks) > 1 else per_frame
+            else:
+                total = [t.add_(f) for t, f in zip(total, per_frame, strict=True)]
         if total is None:
             raise RuntimeError("the predictor holds no network parameters (no fold was loaded)")
         if len(self.networks) > 1:
             for t in total:
                 t /= len(self.networks)
-        return total
+        return list(zip(total, folds, strict=True))
 
     def _sliding_window(self, network: nn.Module, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         autocast = torch.autocast(self.device.type) if self.device.type == "cuda" else nullcontext()

@@ -22,8 +22,12 @@ When the model folder holds nnU-Net's ``postprocessing.pkl`` (written by ``deter
 default), its rules (keep the largest connected component of a structure, or of the whole foreground) are
 applied to every label map with nnU-Net's ``apply_postprocessing``, and the fingerprint covers the file.
 
-Each frame also gets an uncertainty score from the logits the network computed anyway
-(:func:`~workers.inference.batched.heart_uncertainty`), handed to ``segment_frames``' callback.
+Each frame also gets its quality signals from the logits the folds computed anyway
+(:func:`~workers.inference.quality_signals.frame_quality`: the ensemble's uncertainty, and per structure each
+fold's soft self-Dice and entropy, the folds' agreement and the volume) and, when the model folder has a
+``quality_calibration.json``, a predicted Dice per structure (:mod:`workers.quality`); they are handed to
+``segment_frames``' callback as a :class:`~workers.quality.FrameQuality`. nnU-Net's own predictor
+(``predictor="nnunet"``) gives only the ensemble's logits, so its signals treat the ensemble as one network.
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ from heartseg.errors import StudyError
 from heartseg.models import POSTPROCESSING_FILE, ModelError, check_trusted, model_files, model_fingerprint
 from heartseg.settings import Settings
 from heartseg.studies.model import Study
-from workers.inference.batched import BatchedSlidingWindow, default_tiles_per_batch, heart_uncertainty
+from workers.inference.batched import BatchedSlidingWindow, default_tiles_per_batch
+from workers.inference.quality_signals import frame_quality
 from workers.monitoring import observe_stage
+from workers.quality import FrameQuality, QualityCalibration, load_calibration
 
 #: Which code computes the sliding-window logits.
 PredictorKind = Literal["batched", "nnunet"]
@@ -63,8 +69,10 @@ PIPELINE_DEPTH = 4
 #: ACDC frame's 0.83 M at the shipped model's 1.5625 mm; a 256 x 256 frame with 100 mm pixels would have 2.7 G).
 MAX_RESAMPLED_VOXELS = 64 * 1024 * 1024
 
-#: on_labels(index, labels, uncertainty) of :meth:`Segmenter.segment_frames`.
-OnLabels = Callable[[int, np.ndarray, float | None], None]
+#: on_labels(index, labels, quality) of :meth:`Segmenter.segment_frames`.
+OnLabels = Callable[[int, np.ndarray, FrameQuality | None], None]
+#: A frame's ensemble logits and each fold's.
+FrameLogits = tuple[torch.Tensor, list[torch.Tensor]]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +153,11 @@ class Segmenter:
         self.postprocessing = postprocessing and (self.model_dir / POSTPROCESSING_FILE).is_file()
         self.fingerprint = model_fingerprint(self.model_dir, folds, checkpoint, postprocessing=self.postprocessing)
         self._pp_fns, self._pp_kwargs = self._load_postprocessing() if self.postprocessing else ([], [])
+        try:
+            #: Signals to predicted Dice (None: the folder has no calibration, so no predicted Dice).
+            self.calibration: QualityCalibration | None = load_calibration(self.model_dir)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from exc
         self.use_mirroring = use_mirroring
         self.max_resampled_voxels = max_resampled_voxels
         self.device = resolve_device(device)
@@ -238,8 +251,14 @@ class Segmenter:
     def segment_with_uncertainty(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, float | None]:
         """Segment one 3D frame: its label map (as :meth:`segment`) and its uncertainty, the mean normalised softmax
         entropy over the voxels predicted as heart (0 to 1; None when no voxel is)."""
-        labels, uncertainty = self._run([image], spacing, None)[0]
-        return labels, uncertainty
+        labels, quality = self.segment_with_quality(image, spacing)
+        return labels, None if quality is None else quality.uncertainty
+
+    def segment_with_quality(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray,
+                                                                                          FrameQuality | None]:
+        """Segment one 3D frame: its label map (as :meth:`segment`) and its quality signals, with a predicted Dice
+        per structure when the model has a calibration (None for a region-based model)."""
+        return self._run([image], spacing, None)[0]
 
     def segment_frames(self, images: Iterable[np.ndarray], spacing: Sequence[float],
                        on_labels: OnLabels | None = None) -> list[np.ndarray]:
@@ -253,9 +272,9 @@ class Segmenter:
         spacing
             ``(x, y, z)`` voxel size in mm, shared by the frames.
         on_labels
-            Called with (index, label map, uncertainty) for each frame in order, in the export thread, while the
-            next frames are on the device; a writer of masks goes here. The uncertainty is the frame's mean
-            normalised softmax entropy over the voxels predicted as heart (0 to 1; None when no voxel is).
+            Called with (index, label map, quality) for each frame in order, in the export thread, while the
+            next frames are on the device; a writer of masks goes here. ``quality`` is the frame's
+            :class:`~workers.quality.FrameQuality` (None for a region-based model).
 
         Returns
         -------
@@ -265,13 +284,13 @@ class Segmenter:
         return [labels for labels, _ in self._run(images, spacing, on_labels)]
 
     def _run(self, images: Iterable[np.ndarray], spacing: Sequence[float],
-             on_labels: OnLabels | None) -> list[tuple[np.ndarray, float | None]]:
-        """(labels, uncertainty) of each frame, pipelined (see :meth:`segment_frames`)."""
+             on_labels: OnLabels | None) -> list[tuple[np.ndarray, FrameQuality | None]]:
+        """(labels, quality) of each frame, pipelined (see :meth:`segment_frames`)."""
         zyx_spacing = [float(s) for s in reversed(tuple(spacing))]
-        results: list[tuple[np.ndarray, float | None]] = []
+        results: list[tuple[np.ndarray, FrameQuality | None]] = []
         with ThreadPoolExecutor(1, "heartseg-preprocess") as pre, ThreadPoolExecutor(1, "heartseg-export") as post:
             frames = (pre.submit(self._preprocess, image, zyx_spacing) for image in images)
-            exporting: deque[Future[tuple[np.ndarray, float | None]]] = deque()
+            exporting: deque[Future[tuple[np.ndarray, FrameQuality | None]]] = deque()
             for group in self._groups(frames):
                 for item, logits in zip(group, self._logits([item["data"] for item in group]), strict=True):
                     exporting.append(post.submit(self._export, logits, item["data_properties"], len(results)
@@ -354,34 +373,43 @@ class Segmenter:
         observe_stage("preprocess", time.perf_counter() - started)
         return item
 
-    def _logits(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Sliding-window logits of preprocessed frames, on the CPU; one study's forward passes at a time."""
+    def _logits(self, frames: list[torch.Tensor]) -> list[FrameLogits]:
+        """Sliding-window logits of preprocessed frames, the ensemble's and each fold's, on the CPU; one study's
+        forward passes at a time."""
         with self._device_lock:
             started = time.perf_counter()
+            logits: list[FrameLogits]
             if self._batched is not None:
-                logits = self._batched.logits(frames)
+                logits = self._batched.logits_with_folds(frames)
             else:
-                logits = [self._predictor.predict_logits_from_preprocessed_data(f).cpu() for f in frames]
+                ensembles = [self._predictor.predict_logits_from_preprocessed_data(f).cpu() for f in frames]
+                logits = [(ensemble, [ensemble]) for ensemble in ensembles]
             elapsed = time.perf_counter() - started
         for _ in frames:
             observe_stage("forward", elapsed / len(frames))
         return logits
 
-    def _export(self, logits: torch.Tensor, properties: dict[str, Any], index: int,
-                on_labels: OnLabels | None) -> tuple[np.ndarray, float | None]:
+    def _export(self, frame_logits: FrameLogits, properties: dict[str, Any], index: int,
+                on_labels: OnLabels | None) -> tuple[np.ndarray, FrameQuality | None]:
         """nnU-Net's export of logits to a label map in the source geometry, back in (x, y, z) order, then the
-        postprocessing; with the uncertainty computed from the logits at the network's resolution."""
+        postprocessing; with the quality signals from the logits at the network's resolution and, with a
+        calibration, the predicted Dice."""
         predictor = self._predictor
+        logits, fold_logits = frame_logits
         started = time.perf_counter()
-        uncertainty = None if predictor.label_manager.has_regions else heart_uncertainty(logits)
         zyx_labels = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager,
             properties, return_probabilities=False)
         labels = self.postprocess(np.ascontiguousarray(np.asarray(zyx_labels).transpose(2, 1, 0)).astype(np.uint8))
+        quality = None
+        if not predictor.label_manager.has_regions:
+            quality = frame_quality(fold_logits, logits, labels, properties["spacing"])
+            if self.calibration is not None:
+                quality = self.calibration.apply(quality)
         observe_stage("export", time.perf_counter() - started)
         if on_labels is not None:
-            on_labels(index, labels, uncertainty)
-        return labels, uncertainty
+            on_labels(index, labels, quality)
+        return labels, quality
 
     def segment_study(self, study: Study, frames: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         """Label maps of the given frames (default: every loaded frame), keyed by frame number."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from heartseg.studies.acdc import read_info_cfg
@@ -46,12 +47,17 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def write_split(preprocessed_dataset: Path, train: tuple[str, ...], val: tuple[str, ...], cases: list[str]) -> None:
-    """Write nnU-Net's ``splits_final.json`` with one fold: patients in ``train`` vs ``val``."""
+def write_split(preprocessed_dataset: Path, folds: Sequence[tuple[Sequence[str], Sequence[str]]],
+                cases: list[str]) -> None:
+    """Write nnU-Net's ``splits_final.json``: one ``{"train", "val"}`` entry per ``(train, val)`` patient pair.
 
-    def of(patients: tuple[str, ...]) -> list[str]:
-        return sorted(c for c in cases if c.split("_frame")[0] in patients)
+    Cases (``<patient>_frameXX``) are assigned by patient, so both frames of a patient fall on one side.
+    """
+
+    def of(patients: Sequence[str]) -> list[str]:
+        wanted = set(patients)
+        return sorted(c for c in cases if c.split("_frame")[0] in wanted)
 
     preprocessed_dataset.mkdir(parents=True, exist_ok=True)
-    splits = [{"train": of(train), "val": of(val)}]
+    splits = [{"train": of(train), "val": of(val)} for train, val in folds]
     (preprocessed_dataset / "splits_final.json").write_text(json.dumps(splits, indent=2))

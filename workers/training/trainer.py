@@ -12,6 +12,7 @@ without knowing this class.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -40,6 +41,13 @@ class HeartSegTrainer(nnUNetTrainer):
         self.num_iterations_per_epoch = self.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
         self.save_every = 1  # an interrupted run loses at most one epoch
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnunetv2's checkpoint, written beside and then renamed, so a killed run never leaves half a file."""
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):
+            os.replace(partial, filename)
 
     def run_training(self) -> None:
         """nnunetv2's training loop, able to pause after :attr:`stop_after_epoch` epochs."""
