@@ -25,8 +25,16 @@ class Structure(enum.StrEnum):
         """A human-readable name."""
         return _DESCRIPTIONS[self]
 
+    @property
+    def colour(self) -> str:
+        """Its display colour (``#rrggbb``): in the report's figures and montages, and in the DICOM SEGs, whose
+        viewers (OHIF) show the segment in it."""
+        return _COLOURS[self]
+
 
 _LABELS = {Structure.RV: 1, Structure.MYO: 2, Structure.LV: 3}
+#: Colour-blind-safe enough to tell apart over a grey image: blue, yellow, red.
+_COLOURS = {Structure.RV: "#33a3ff", Structure.MYO: "#ffd21f", Structure.LV: "#ff3b3b"}
 _DESCRIPTIONS = {
     Structure.RV: "right ventricular cavity",
     Structure.MYO: "left ventricular myocardium",

@@ -70,6 +70,10 @@ def test_seg_round_trip_pixels_references_codes(series_dir: Path) -> None:  # no
     assert codes == {1: ("RV cavity", "85756007", "87612001", ["53085002"]),
                      2: ("LV myocardium", "91723000", "49848007", []),
                      3: ("LV cavity", "85756007", "87612001", ["87878005"])}
+    # each segment's recommended display colour (CIELab, as DICOM stores it) is HeartSeg's colour of it
+    shown = {int(s.SegmentNumber): hd.color.CIELabColor.from_dicom_value(s.RecommendedDisplayCIELabValue).to_rgb()
+             for s in back.SegmentSequence}
+    assert shown == {1: (0x33, 0xA3, 0xFF), 2: (0xFF, 0xD2, 0x1F), 3: (0xFF, 0x3B, 0x3B)}
     algorithm = back.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "HeartSeg nnU-Net v2" and algorithm.AlgorithmVersion == FINGERPRINT
     assert FINGERPRINT in algorithm.AlgorithmParameters

@@ -4,9 +4,9 @@
 model and stores the series and the SEG the pipeline wrote into Orthanc; ``heartseg viewer`` serves OHIF
 behind its own login, its proxy adding the PACS's credentials; headless Debian Chromium (WebGL on
 SwiftShader) logs in, opens the study list, finds the study, opens it, loads the SEG, finds the three
-segments in the segmentation panel and their colours in the pixels of the viewport, and leaves no error in
-the console. The other tests check the proxy, the login, the generated configuration (evaluated by node),
-the links of the report, and the pinned OHIF release.
+segments in the segmentation panel in the colours the SEG recommends (HeartSeg's), those colours in the
+pixels of the viewport, and leaves no error in the console. The other tests check the proxy, the login, the
+generated configuration (evaluated by node), the links of the report, and the pinned OHIF release.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pytest
 import requests
 
 from heartseg.errors import ConfigurationError
+from heartseg.labels import Structure
 from heartseg.settings import PROJECT_ROOT, Settings
 from heartseg.studies.dicom import read_dataset
 from scheduler.viewer.auth import BasicAuth, basic_header, viewer_auth
@@ -281,7 +282,7 @@ def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
             {"flag": "pieces", "frame": 1, "structure": "LV", "value": 9.0, "threshold": 5.0, "severity": 1,
              "reason": "LV in 2 pieces"}])
     settings = Settings(database_url=sqlite_url, dicomweb_url=pacs, viewer_url="http://viewer:3000")
-    write_report(engine, settings, "links", json_path=tmp_path / "summary.json")
+    write_report(engine, settings, "links", json_path=tmp_path / "summary.json", html=tmp_path / "page")
     engine.dispose()
     document = json.loads((tmp_path / "summary.json").read_text())
     urls = [s["viewer_url"] for s in document["viewer"]["studies"]]
@@ -289,12 +290,48 @@ def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
     assert document["viewer"]["studies"][0]["flagged"] is True and document["viewer"]["url"] == "http://viewer:3000"
     assert [f["viewer_url"] for f in document["flags"]] == [urls[0]]
     assert {w["patient_id"]: w["viewer_url"] for w in document["worst"]}[sources[2]] is None
+
+    # the page: its viewer section lists both, flagged first; the flagged study's row and montage link to it
+    links = page_links((tmp_path / "page" / "index.html").read_text())
+    assert [href for section, _, href in links if section == "viewer"] == urls
+    assert [href for section, _, href in links if section == "flags" and "StudyInstanceUIDs" in href] == [urls[0]]
+    assert [href for _, div, href in links if div == f"study{ids[sources[1]]}"] == [urls[0]]
     env = heartseg_env(HEARTSEG_DATABASE_URL=sqlite_url, HEARTSEG_DICOMWEB_URL=pacs,
                        HEARTSEG_VIEWER_URL="http://viewer:3000")
     text = subprocess.run([sys.executable, "-m", "scheduler.cli", "report", "links"], env=env, capture_output=True,
                           text=True, timeout=120, check=True).stdout
     lines = [line.strip() for line in text.splitlines() if "StudyInstanceUIDs" in line]
     assert lines == [f"{sources[1]} (flagged): {urls[0]}", f"{sources[0]}: {urls[1]}"]
+
+
+def page_links(html: str) -> list[tuple[str | None, str | None, str]]:
+    """(id of the last ``h2`` before it, id of the ``div`` holding it, href) of every link of a page."""
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.section: str | None = None
+            self.divs: list[str | None] = []
+            self.found: list[tuple[str | None, str | None, str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = dict(attrs)
+            if tag == "h2":
+                self.section = values.get("id")
+            elif tag == "div":
+                self.divs.append(values.get("id"))
+            elif tag == "a" and values.get("href"):
+                self.found.append((self.section, next((d for d in reversed(self.divs) if d), None),
+                                   str(values["href"])))
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "div" and self.divs:
+                self.divs.pop()
+
+    parser = Links()
+    parser.feed(html)
+    return parser.found
 
 
 # --- the proxy -------------------------------------------------------------------------------------------------
@@ -449,6 +486,9 @@ def test_browser_shows_the_segments_over_the_image(viewer: str, published: Publi
         driver.find_element(By.CSS_SELECTOR, "[data-cy='panelSegmentation-btn']").click()
         rows = wait_for("the three segments", lambda: segment_rows(driver) if len(segment_rows(driver)) == 3 else None)
         assert [name for name, _ in rows] == SEGMENTS
+        for (name, shown), structure in zip(rows, (Structure.RV, Structure.MYO, Structure.LV), strict=True):
+            wanted = tuple(int(structure.colour[i:i + 2], 16) for i in (1, 3, 5))
+            assert max(abs(a - b) for a, b in zip(shown, wanted, strict=True)) <= 2, (name, shown, wanted)
         click_text(driver, "LV myocardium")  # jumps to the slice at the segment's centre
         wait_for("a mid-ventricular slice", lambda: 4 <= shown_slice(driver) <= 9)
         canvas = driver.find_element(By.CSS_SELECTOR, "canvas.cornerstone-canvas")  # drawn anew with the SEG

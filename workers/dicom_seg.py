@@ -84,14 +84,15 @@ def algorithm_identification(fingerprint: str) -> hd.AlgorithmIdentificationSequ
 
 
 def segment_descriptions(fingerprint: str) -> list[hd.seg.SegmentDescription]:
-    """The three ACDC structures as SEG segments, numbered by their ACDC label."""
+    """The three ACDC structures as SEG segments, numbered by their ACDC label, in HeartSeg's display colours."""
     algorithm = algorithm_identification(fingerprint)
     return [hd.seg.SegmentDescription(
         segment_number=segment.structure.label, segment_label=segment.label,
         segmented_property_category=segment.category, segmented_property_type=segment.type,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
         anatomic_regions=[segment.region] if segment.region is not None else None,
-        tracking_uid=generate_uid(entropy_srcs=["heartseg-segment", segment.label]), tracking_id=segment.label)
+        tracking_uid=generate_uid(entropy_srcs=["heartseg-segment", segment.label]), tracking_id=segment.label,
+        display_color=hd.color.CIELabColor.from_string(segment.structure.colour))
         for segment in SEGMENTS]
 
 

@@ -22,9 +22,8 @@ if TYPE_CHECKING:
 AGREEMENT_PLOTS = (("lv_ef_pct", "LVEF", "%"), ("rv_ef_pct", "RVEF", "%"), ("lv_edv_ml", "LVEDV", "ml"),
                    ("myo_mass_g", "LV mass", "g"))
 
-#: Structure colours, in the boxplots and as contours on the grey image (colour-blind-safe enough to tell
-#: apart: blue, yellow, red).
-COLOURS = {Structure.RV: "#33a3ff", Structure.MYO: "#ffd21f", Structure.LV: "#ff3b3b"}
+#: Structure colours, in the boxplots and as contours on the grey image (those of the DICOM SEGs too).
+COLOURS = {structure: structure.colour for structure in Structure}
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -52,8 +52,10 @@ def render_page(document: Mapping[str, Any], figures: Mapping[str, list[dict[str
                               lstrip_blocks=True)
     environment.filters["num"] = _format_number
     template = environment.get_template("report.html.j2")
+    viewer = document.get("viewer") or {"url": None, "studies": []}
+    viewer_urls = {entry["study_id"]: entry["viewer_url"] for entry in viewer["studies"]}
     return template.render(report=document, figures=figures, montages=montages, structures=STRUCTURES,
-                           lowest_predicted=LOWEST_PREDICTED)
+                           lowest_predicted=LOWEST_PREDICTED, viewer=viewer, viewer_urls=viewer_urls)
 
 
 def write_html(data: ReportData, settings: Settings, folder: Path,
