@@ -1,6 +1,6 @@
 """Follow a run in the record (``heartseg status``): its progress, the live workers, the record's outages.
 
-Every ``HEARTSEG_RECONCILE_S`` it also runs a reconciler pass (:mod:`scheduler.reconciler`), as every
+Every ``HEARTSEG_RECONCILE_S`` it also runs a reconciler pass (:mod:`workers.reconciler`), as every
 worker does on its own:
 a run finishes without anyone following it, and following it changes nothing but how soon a lost
 study is seen. A record or broker that does not answer is shown as one line and tried again; after
@@ -27,8 +27,8 @@ from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.errors import HeartSegError
 from heartseg.settings import Settings
-from scheduler.reconciler import reconcile_once
 from workers.celery_app import CPU_QUEUE, GPU_QUEUE, create_app
+from workers.reconciler import reconcile_once
 from workers.transient import TRANSIENT
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import redis
 from celery import Celery
 
 from heartseg.settings import Settings
-from scheduler.enqueue import enqueue_segmentation
 from workers.celery_app import GPU_QUEUE, SEGMENT_TASK, create_app
+from workers.enqueue import enqueue_segmentation
 
 # A Redis db no other test flushes; the key prefix keeps concurrent runs of this file apart.
 DB = 3

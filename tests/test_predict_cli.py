@@ -91,7 +91,8 @@ def test_predict_help_names_the_settings_variables() -> None:
 
 
 def test_fast_is_one_fold_without_mirroring(tmp_path: Path) -> None:
-    from scheduler.cli import _predict_settings, fast_settings
+    from scheduler.cli.common import fast_settings
+    from scheduler.cli.tools import _predict_settings
 
     model = tmp_path / "m"
     shutil.copytree(SHIPPED_MODEL, model)

@@ -25,9 +25,9 @@ from db.schema import Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.settings import Settings
-from scheduler.reconciler import reconcile_once
 from tests.record_fixtures import new_run
 from workers.celery_app import CPU_QUEUE, GPU_QUEUE, create_app
+from workers.reconciler import reconcile_once
 
 
 def age(engine: Engine, study_id: int, seconds: float, **columns: bool) -> None:

@@ -7,7 +7,7 @@ the default model,
 so that a worker that cannot work says why in the record (``last_error``) and exits with status 2
 within seconds, instead of holding studies it cannot segment. Once ready (``worker_ready``), a thread
 beats every ``HEARTSEG_HEARTBEAT_S`` (the model it loaded last, the error it met last) and runs a
-reconciler pass every ``HEARTSEG_RECONCILE_S`` (:mod:`scheduler.reconciler`). On a clean shutdown the
+reconciler pass every ``HEARTSEG_RECONCILE_S`` (:mod:`workers.reconciler`). On a clean shutdown the
 row gets ``stopped_at``.
 """
 
@@ -188,7 +188,7 @@ def _on_worker_ready(sender: Any = None, **_: object) -> None:
 
 def _beat_and_reconcile(settings: Settings, state: WorkerState, app: Celery | None) -> None:
     """Beat every ``heartbeat_s`` and reconcile every ``reconcile_s`` until the worker shuts down."""
-    from scheduler.reconciler import reconcile_once
+    from workers.reconciler import reconcile_once
 
     engine = make_engine(settings.database_url)
     next_reconcile = time.monotonic() + settings.reconcile_s

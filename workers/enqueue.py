@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
+from celery.events.dispatcher import EventDispatcher
 from kombu import Producer
 from kombu.common import maybe_declare
 from kombu.utils.uuid import uuid
@@ -56,12 +57,13 @@ def enqueue_segmentation(app: Celery, study_ids: Sequence[int], on_sent: Callabl
     options = app.amqp.router.route({"queue": GPU_QUEUE}, SEGMENT_TASK, (), None, None)
     with app.producer_or_acquire() as producer:
         maybe_declare(options["queue"], producer.channel, retry=True, **RETRY_POLICY)  # once, not per message
+        events = _event_dispatcher(app, producer)
         for start in range(0, len(study_ids), chunk):
             part = study_ids[start : start + chunk]
             # Two broker commands per message at most (the push and its event), so a chunk is one flush.
             with producer.batch(max_size=2 * len(part)):
                 for study_id in part:
-                    _send(app, producer, study_id, options)
+                    _send(app, producer, study_id, options, events)
             log.debug("enqueued %d of %d studies", start + len(part), len(study_ids))
             if on_sent is not None:
                 on_sent(len(part))
@@ -96,10 +98,24 @@ def queue_lengths(app: Celery, queues: Sequence[str]) -> dict[str, int]:
         return {queue: int(channel.queue_declare(queue=queue).message_count) for queue in queues}
 
 
-def _send(app: Celery, producer: Producer, study_id: int, options: dict[str, object]) -> None:
-    """Build and publish one segment task message the way ``app.send_task`` does, without re-routing it."""
+def _event_dispatcher(app: Celery, producer: Producer) -> EventDispatcher:
+    """The dispatcher of the task-sent events, as ``app.amqp`` makes its own, but with its exchange bound to the
+    producer's channel and declared once: Celery's is unbound, so each event would bind a copy of it first."""
+    events: Any = app.events.Dispatcher(enabled=False)  # its exchange is not in celery-types' stubs
+    channel: Any = producer.channel
+    events.exchange = events.exchange.bind(channel)
+    maybe_declare(events.exchange, channel, retry=True, **RETRY_POLICY)
+    return cast(EventDispatcher, events)
+
+
+def _send(app: Celery, producer: Producer, study_id: int, options: dict[str, object],
+          events: EventDispatcher | None = None) -> None:
+    """Build and publish one segment task message the way ``app.send_task`` does, without re-routing it.
+    ``argsrepr`` and ``kwargsrepr`` are the ``saferepr`` Celery would write of ``[study_id]`` and ``{}``."""
     message = app.amqp.create_task_message(uuid(), SEGMENT_TASK, [study_id], None, reply_to=app.thread_oid,
-                                           create_sent_event=app.conf.task_send_sent_event, ignore_result=None)
+                                           create_sent_event=app.conf.task_send_sent_event, ignore_result=None,
+                                           argsrepr=f"[{int(study_id)}]", kwargsrepr="{}")
     # The queue is declared before the batch. Inside a batch publishing only buffers, so broker errors
     # come at the flush, which kombu does not retry; a retry here would have nothing to resend.
-    app.amqp.send_task_message(producer, SEGMENT_TASK, message, declare=[], retry=False, **options)
+    app.amqp.send_task_message(producer, SEGMENT_TASK, message, declare=[], retry=False, event_dispatcher=events,
+                               **options)

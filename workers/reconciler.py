@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from db.reconcile import Reconciliation, reconcile_record, try_reconciler_lock
 from db.session import session_scope
 from heartseg.settings import Settings
-from scheduler.enqueue import enqueue_evaluation, enqueue_segmentation, queue_lengths
 from workers.celery_app import CPU_QUEUE, GPU_QUEUE
+from workers.enqueue import enqueue_evaluation, enqueue_segmentation, queue_lengths
 
 logger = logging.getLogger(__name__)
 
