@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from heartseg.errors import StudyError
 from heartseg.settings import Settings
 from heartseg.studies import open_study
-from heartseg.studies.dicom import _image, group_slices, load_dicom_cine, read_series
+from heartseg.studies.dicom import group_slices, load_dicom_cine, read_image, read_series
 from tests.conftest import require_shared
 
 
@@ -30,7 +30,7 @@ def test_sunnybrook_loads_with_shape_spacing_and_phase_order(series_dir: Path) -
     assert study.shape == (256, 256, 12) and len(study.frames) == 20
     assert study.spacing[:2] == pytest.approx((1.367188, 1.367188))
     assert study.spacing[2] == pytest.approx(10.0, abs=1e-3)  # from positions, not SliceThickness
-    slices = group_slices([_image(p) for p in read_series(series_dir)[next(iter(read_series(series_dir)))]])
+    slices = group_slices([read_image(p) for p in read_series(series_dir)[next(iter(read_series(series_dir)))]])
     for group in slices:
         times = [im.trigger_time for im in group]
         assert times == sorted(times) and len(times) == 20
@@ -41,7 +41,7 @@ def test_sunnybrook_loads_with_shape_spacing_and_phase_order(series_dir: Path) -
 def test_geometry_agrees_with_simpleitk(series_dir: Path) -> None:
     study = load_dicom_cine(series_dir)
     uid = next(iter(read_series(series_dir)))
-    slices = group_slices([_image(p) for p in read_series(series_dir)[uid]])
+    slices = group_slices([read_image(p) for p in read_series(series_dir)[uid]])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(group[0].path) for group in slices])
     image = reader.Execute()

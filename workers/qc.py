@@ -1,5 +1,7 @@
 """Quality-control flags of predicted label maps: pure functions, no references needed.
 
+Length: one module on purpose: the flag names, thresholds, cited index limits and checks are one specification.
+
 Every study gets its flags on the CPU worker (the evaluate stage), with or without reference
 labels, so that a cohort of thousands can be triaged by opening only the masks that look wrong.
 Each check returns :class:`QcFlag` rows (a flag name, the frame and structure it concerns or None,

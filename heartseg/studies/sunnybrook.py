@@ -17,7 +17,7 @@ import numpy.typing as npt
 from skimage.draw import polygon2mask
 
 from heartseg.errors import StudyError
-from heartseg.studies.dicom import _image, group_slices, read_series
+from heartseg.studies.dicom import group_slices, read_image, read_series
 
 _NAME = re.compile(r"IM-\d+-(?P<number>\d+)-(?P<kind>[io])contour-manual\.txt$")
 
@@ -53,7 +53,7 @@ def _fill(points: np.ndarray, rows: int, columns: int) -> npt.NDArray[np.bool_]:
 def contour_references(series_dir: Path, contours_dir: Path) -> list[ContourReference]:
     """Every contoured image of the series as reference labels placed by slice and phase."""
     uid = next(iter(sorted(read_series(series_dir).items(), key=lambda kv: -len(kv[1]))))[0]
-    slices = group_slices([_image(p) for p in read_series(series_dir)[uid]])
+    slices = group_slices([read_image(p) for p in read_series(series_dir)[uid]])
     place = {im.instance: (k, t + 1, im) for k, group in enumerate(slices) for t, im in enumerate(group)}
     contours: dict[int, dict[str, np.ndarray]] = {}
     for path in sorted(contours_dir.rglob("*contour-manual.txt")):

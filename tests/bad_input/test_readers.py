@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 from heartseg.errors import StudyError
 from heartseg.settings import Settings
 from heartseg.studies import GeometryLimits, open_study
-from heartseg.studies.dicom import ORIENTATION_TOLERANCE, _image, group_slices, load_dicom_cine, read_series
+from heartseg.studies.dicom import ORIENTATION_TOLERANCE, group_slices, load_dicom_cine, read_image, read_series
 from heartseg.studies.nifti_files import load_nifti_study
 from heartseg.studies.nnunet_raw import load_nnunet_study
 from tests.conftest import require_shared, write_nifti
@@ -148,7 +148,7 @@ def series_dir() -> Path:
 def stack(folder: Path) -> list[list[Path]]:
     """The files of each slice (ascending position), phases in time order."""
     uid = next(iter(read_series(folder)))
-    return [[im.path for im in group] for group in group_slices([_image(p) for p in read_series(folder)[uid]])]
+    return [[im.path for im in group] for group in group_slices([read_image(p) for p in read_series(folder)[uid]])]
 
 
 def test_dicom_missing_slice_is_refused(series_dir: Path, tmp_path: Path) -> None:
