@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 
 from db.session import open_record
 from heartseg.settings import Settings
-from scheduler.enqueue import enqueue_segmentation
 from scheduler.submit import submit_sources
 from workers.celery_app import GPU_QUEUE, create_app
+from workers.enqueue import enqueue_segmentation
 
 BROKER = "redis://127.0.0.1:6379/15"
 

@@ -1,5 +1,7 @@
 """Benchmark: the record at cohort scale, ``python -m bench.scale --studies N [--json FILE]``.
 
+Length: one script on purpose: a benchmark is one file people run, its plan, recording and timed steps in order.
+
 On a scratch PostgreSQL database (dropped after), a generated cohort of N studies is recorded through the
 project's own writers: ``scheduler.submit.submit_sources`` records the run, then each study goes through
 what the workers record (``db.lifecycle``'s claims and transitions, ``db.writes``' ``record_mask``,
@@ -17,7 +19,15 @@ prints, its reconciler pass included), ``report`` (the text tables), ``report --
 of the cohort; a mismatch stops the benchmark.
 
 ``--without-indexes`` drops the indexes of revision 0009 after the schema is made (the record as it was
-before them), so that both sides can be measured with one HeartSeg.
+before them; the views stay as 0009 made them), so that both sides can be measured with one HeartSeg.
+
+``--keep`` keeps the scratch database (its name is printed); ``--reuse NAME`` times the steps again on such a
+kept database of the same ``--studies`` and ``--seed``, without recording the cohort (an hour at 100,000 on two
+cores): it brings the schema to this HeartSeg's head, puts the indexes of 0009 back (or drops them with
+``--without-indexes``) and undoes what the steps changed: the submitted run is deleted, the studies whose
+lease the reconciler found expired are running with an expired lease again, and the queued and segmented
+studies' messages count as just sent (as in a freshly recorded cohort, where the reconciler's stall rule does
+not apply). The database is kept; its ``record_cohort_s`` is null.
 """
 
 from __future__ import annotations
@@ -62,13 +72,13 @@ from db.writes import record_frame_quality, record_indices, record_mask, record_
 from heartseg.enums import IndexSource, PhaseSource, StudyStatus
 from heartseg.labels import Phase, Structure
 from heartseg.settings import Settings
-from scheduler.enqueue import enqueue_segmentation
 from scheduler.progress import follow_run
-from scheduler.reconciler import reconcile_once
 from scheduler.report_page import write_report
 from scheduler.reports import record_tables
 from scheduler.submit import submit_sources
 from workers.celery_app import CPU_QUEUE, GPU_QUEUE, create_app
+from workers.enqueue import enqueue_segmentation
+from workers.reconciler import reconcile_once
 
 BROKER = "redis://127.0.0.1:6379/15"
 RUN = "scale"
@@ -468,9 +478,8 @@ def scratch_database(admin_url: str, keep: bool = False) -> Iterator[str]:
         admin.dispose()
 
 
-def drop_cohort_indexes(engine: Engine) -> list[str]:
-    """Put the indexes back as they were before revision 0009 (drop its ``INDEXES``, create the ``REPLACED``
-    again); returns the names of the indexes dropped."""
+def _revision_0009() -> Any:
+    """The module of revision 0009 (its ``INDEXES`` and ``REPLACED``)."""
     from alembic.script import ScriptDirectory
 
     from db.migrate import alembic_config
@@ -478,12 +487,44 @@ def drop_cohort_indexes(engine: Engine) -> list[str]:
     script = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision("0009")
     if script is None:
         raise RuntimeError("--without-indexes needs revision 0009 (db/migrations/versions/0009_cohort_indexes.py)")
+    return script.module
+
+
+def drop_cohort_indexes(engine: Engine) -> list[str]:
+    """Put the indexes back as they were before revision 0009 (drop its ``INDEXES``, create the ``REPLACED``
+    again, where not done yet); returns the names of the indexes dropped."""
+    module = _revision_0009()
     with engine.begin() as connection:
-        for name, table, columns in script.module.REPLACED:
-            connection.execute(text(f'CREATE INDEX "{name}" ON {table} ({", ".join(columns)})'))
-        for name, _, _ in script.module.INDEXES:
-            connection.execute(text(f'DROP INDEX "{name}"'))
-    return [name for name, _, _ in script.module.INDEXES]
+        for name, table, columns in module.REPLACED:
+            connection.execute(text(f'CREATE INDEX IF NOT EXISTS "{name}" ON {table} ({", ".join(columns)})'))
+        for name, _, _ in module.INDEXES:
+            connection.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+    return [name for name, _, _ in module.INDEXES]
+
+
+def restore_cohort_indexes(engine: Engine) -> None:
+    """The indexes as revision 0009 makes them (after :func:`drop_cohort_indexes` on a reused database)."""
+    module = _revision_0009()
+    with engine.begin() as connection:
+        for name, table, columns in module.INDEXES:
+            connection.execute(text(f'CREATE INDEX IF NOT EXISTS "{name}" ON {table} ({", ".join(columns)})'))
+        for name, _, _ in module.REPLACED:
+            connection.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+
+
+def reset_steps(engine: Engine, plan: Sequence[Fate]) -> None:
+    """Undo what the steps changed in a kept database (see the module): the submitted run deleted, the studies
+    of ``plan`` with an expired lease running again with one, the messages of queued and segmented studies
+    just sent."""
+    expired = [source_of(i) for i, fate in enumerate(plan) if fate.expired]
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM runs WHERE name = :run"), {"run": SUBMIT_RUN})  # studies cascade
+        connection.execute(text(
+            "UPDATE studies SET status = 'running', worker = :worker, error = NULL, "
+            "lease_expires_at = now() - interval '60 seconds' "
+            "WHERE run_id = (SELECT id FROM runs WHERE name = :run) AND source_uri = ANY(:sources)"),
+            {"worker": WORKERS[0], "run": RUN, "sources": expired})
+        connection.execute(text("UPDATE studies SET enqueued_at = now() WHERE status IN ('queued', 'segmented')"))
 
 
 def analyze(url: str) -> None:
@@ -529,29 +570,42 @@ def run_steps(settings: Settings, models: Path, studies: int, out: Path) -> tupl
     return results, problems
 
 
+@contextmanager
+def kept_database(admin_url: str, name: str) -> Iterator[str]:
+    """The URL of database ``name`` (kept by ``--keep``) on the server of ``admin_url``; it stays."""
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
 def benchmark(admin_url: str, studies: int, *, batch: int = 500, seed: int = 0, processes: int = 1,
-              without_indexes: bool = False, keep: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """Record the cohort on a scratch database and time the steps; returns the flat result (see :func:`main`) and
-    what differs from the cohort's plan (nothing, normally)."""
+              without_indexes: bool = False, keep: bool = False,
+              reuse: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Record the cohort on a scratch database (or ``reuse`` a kept one) and time the steps; returns the flat
+    result (see :func:`main`) and what differs from the cohort's plan (nothing, normally)."""
     plan = plan_cohort(studies, seed)
-    with scratch_database(admin_url, keep) as url, tempfile.TemporaryDirectory() as tmp:
+    database = kept_database(admin_url, reuse) if reuse else scratch_database(admin_url, keep)
+    with database as url, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         fake_model(root / "models" / "cohort", b"cohort weights")
         fake_model(root / "models" / "pilot", b"pilot weights")
         settings = Settings(database_url=url, broker_url=BROKER, trusted_model_roots=[root / "models"],
                             results_uri=str(root / "results"))
-        engine = open_record(url)
+        engine = open_record(url, migrate=bool(reuse))
+        if reuse:
+            restore_cohort_indexes(engine)
+            reset_steps(engine, plan)
         dropped = drop_cohort_indexes(engine) if without_indexes else []
-        started = time.perf_counter()
-        record_cohort(engine, settings, root / "models", plan, batch=batch, seed=seed, processes=processes)
-        record_s = time.perf_counter() - started
+        record_s: float | None = None
+        if not reuse:
+            started = time.perf_counter()
+            record_cohort(engine, settings, root / "models", plan, batch=batch, seed=seed, processes=processes)
+            record_s = round(time.perf_counter() - started, 3)
         engine.dispose()
         analyze(url)
         results, problems = run_steps(settings, root / "models", studies, root)
     expected = expected_rows(plan)
     problems += [f"{step}: {rows} rows, the plan says {expected[step]}" for step, (_, rows) in results.items()
                  if rows != expected[step]]
-    flat: dict[str, Any] = {"studies": studies, "indexes_dropped": len(dropped), "record_cohort_s": round(record_s, 3)}
+    flat: dict[str, Any] = {"studies": studies, "indexes_dropped": len(dropped), "record_cohort_s": record_s}
     for step in STEPS:
         seconds, rows = results[step]
         flat[f"{step}_s"] = round(seconds, 4)
@@ -565,7 +619,8 @@ def table(result: dict[str, Any]) -> Table:
                       + (" (without the indexes of 0009)" if result["indexes_dropped"] else ""))
     for column in ("step", "seconds", "rows"):
         out.add_column(column, justify="left" if column == "step" else "right")
-    out.add_row("record the cohort (not a command)", f"{result['record_cohort_s']:.1f}", "")
+    recorded = result["record_cohort_s"]
+    out.add_row("record the cohort (not a command)", "reused" if recorded is None else f"{recorded:.1f}", "")
     for step in STEPS:
         out.add_row(step, f"{result[f'{step}_s']:.3f}", str(result[f"{step}_rows"]))
     return out
@@ -584,13 +639,16 @@ def main() -> None:
     parser.add_argument("--without-indexes", action="store_true",
                         help="drop the indexes of revision 0009 first (the record before them)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is printed)")
+    parser.add_argument("--reuse", metavar="NAME",
+                        help="time the steps on database NAME, kept by --keep (same --studies and --seed)")
     parser.add_argument("--postgres", default=os.environ.get("HEARTSEG_TEST_POSTGRES_URL",
                                                              "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     if min(args.studies, args.batch, args.processes) < 1:
         parser.error("--studies, --batch and --processes must be at least 1")
     result, problems = benchmark(args.postgres, args.studies, batch=args.batch, seed=args.seed,
-                                 processes=args.processes, without_indexes=args.without_indexes, keep=args.keep)
+                                 processes=args.processes, without_indexes=args.without_indexes, keep=args.keep,
+                                 reuse=args.reuse)
     Console().print(table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

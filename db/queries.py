@@ -46,9 +46,11 @@ class UnknownRunError(HeartSegError):
 
 
 def fetch(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
-    """Rows of a query as dictionaries."""
+    """Rows of a query as dictionaries (built from the result's keys: a run's long rows are hundreds of thousands)."""
     with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(text(sql), params)]
+        result = connection.execute(text(sql), params)
+        keys = tuple(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def require_run(engine: Engine, run: str) -> int:
@@ -256,3 +258,70 @@ def run_study_masks(engine: Engine, run: str) -> list[dict[str, Any]]:
 def run_failed_studies(engine: Engine, run: str) -> list[dict[str, Any]]:
     """The failed studies of ``run``: patient, source and the recorded reason."""
     return fetch(engine, _RUN_FAILED_STUDIES_SQL, run=run)
+
+
+# --- the report's aggregates, computed by PostgreSQL (scheduler.report_page.summary on SQLite computes them from
+# the long rows above) ---
+
+_RUN_METRIC_STATS_SQL = """
+SELECT m.structure, m.phase, GROUPING(m.phase) AS all_phases, v.measure, COUNT(*) AS n, AVG(v.value) AS mean,
+       stddev_samp(v.value) AS sd, percentile_cont(0.5) WITHIN GROUP (ORDER BY v.value) AS median
+FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
+CROSS JOIN LATERAL (VALUES ('dice', m.dice), ('hd95_mm', m.hd95_mm)) AS v (measure, value)
+WHERE r.name = :run AND v.value IS NOT NULL
+GROUP BY GROUPING SETS ((m.structure, v.measure), (m.structure, m.phase, v.measure))
+"""
+_RUN_LOWEST_MEAN_DICE_SQL = """
+SELECT s.id AS study_id, s.patient_id, COALESCE(s.pathology_group, 'unknown') AS pathology_group,
+       AVG(m.dice) AS mean_dice
+FROM metrics m JOIN studies s ON s.id = m.study_id JOIN runs r ON r.id = s.run_id
+WHERE r.name = :run AND m.dice IS NOT NULL
+GROUP BY s.id, s.patient_id, s.pathology_group
+ORDER BY mean_dice, s.patient_id, s.id
+LIMIT :n
+"""
+_QUALITY_FROM = """
+FROM frame_quality q JOIN studies s ON s.id = q.study_id JOIN runs r ON r.id = s.run_id
+LEFT JOIN metrics m ON m.study_id = q.study_id AND m.model_id = q.model_id AND m.frame = q.frame
+     AND m.structure = q.structure
+WHERE r.name = :run AND q.model_id = r.model_id AND q.predicted_dice IS NOT NULL
+"""
+_RUN_PREDICTED_QUALITY_SQL = f"""
+SELECT q.structure, q.phase, COUNT(*) AS n, AVG(q.predicted_dice) AS mean_predicted_dice,
+       COUNT(m.dice) AS n_reference, AVG(ABS(q.predicted_dice - m.dice)) AS mean_abs_error,
+       corr(q.predicted_dice, m.dice) AS correlation
+{_QUALITY_FROM}
+GROUP BY q.structure, q.phase
+"""
+_RUN_LOWEST_PREDICTED_SQL = f"""
+SELECT DISTINCT ON (s.id) s.id AS study_id, s.patient_id, s.pathology_group, q.predicted_dice AS min_predicted_dice,
+       q.structure, q.phase, q.frame, m.dice
+{_QUALITY_FROM}
+ORDER BY s.id, q.predicted_dice, q.frame, CASE q.structure WHEN 'RV' THEN 1 WHEN 'MYO' THEN 2 ELSE 3 END
+"""
+
+
+def run_metric_stats(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """PostgreSQL only: per structure (``all_phases`` 1, ``phase`` NULL) and per structure and phase
+    (``all_phases`` 0) and measure (``dice``, ``hd95_mm``) of ``run``'s metrics: n, mean, sample SD (NULL below two
+    values) and median, the statistics :func:`run_metric_rows` gives the values of."""
+    return fetch(engine, _RUN_METRIC_STATS_SQL, run=run)
+
+
+def run_lowest_mean_dice(engine: Engine, run: str, n: int) -> list[dict[str, Any]]:
+    """PostgreSQL and SQLite: the ``n`` studies of ``run`` with the lowest mean Dice over their frames and
+    structures (then by patient and id): study, patient, group (``'unknown'`` when none), ``mean_dice``."""
+    return fetch(engine, _RUN_LOWEST_MEAN_DICE_SQL, run=run, n=n)
+
+
+def run_predicted_quality(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """PostgreSQL only: per structure and phase of ``run``'s ``frame_quality`` rows with a predicted Dice (its
+    model's): n, the mean predicted Dice, and over the ``n_reference`` with a defined Dice against a reference the
+    mean absolute error and Pearson's correlation (NULL where undefined)."""
+    return fetch(engine, _RUN_PREDICTED_QUALITY_SQL, run=run)
+
+
+def run_lowest_predicted_dice(engine: Engine, run: str) -> list[dict[str, Any]]:
+    """PostgreSQL only: per study of ``run`` with a predicted Dice, its lowest (the first by frame and structure
+    where several are as low) and where it is, with the Dice against the reference there (NULL without one)."""
+    return fetch(engine, _RUN_LOWEST_PREDICTED_SQL, run=run)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -97,10 +98,11 @@ class Study(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "source_uri"),
         CheckConstraint("attempts >= 0", name="attempts"),
+        Index("ix_studies_run_id_status", "run_id", "status"),  # a run's studies per status (revision 0009)
     )
 
     id: Mapped[IntPK]
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     source_uri: Mapped[str] = mapped_column(Text)
     patient_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
     pathology_group: Mapped[str | None] = mapped_column(String(32))
@@ -279,10 +281,11 @@ class QualityFlag(Base):
     __tablename__ = "qc_flags"
     __table_args__ = (
         CheckConstraint("severity IN (1, 2)", name="severity"),
+        Index("ix_qc_flags_study_id_model_id", "study_id", "model_id"),  # a study's flags of a model (0009)
     )
 
     id: Mapped[IntPK]
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     frame: Mapped[int | None]
     """The frame it concerns; NULL for a flag of the study (its cardiac indices)."""

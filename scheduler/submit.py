@@ -42,6 +42,9 @@ def study_name(source: str) -> str:
     """A readable study name from its source (refined from the data when the study is loaded)."""
     if "#" in source:
         return source.rsplit("#", 1)[1]
+    last = source.rstrip("/").rpartition("/")[2]
+    if last and last != ".":  # what ``Path(...).name`` gives, without building a Path for each of a cohort's studies
+        return last
     return Path(source.rstrip("/")).name
 
 
@@ -105,10 +108,11 @@ def submit_sources(engine: Engine, settings: Settings, *, name: str, source_uri:
         ids = add_studies(session, run_id, [{"source_uri": s, "patient_id": names[s]} for s in todo])
         if force:
             requeue_finished(session, run_id, (StudyStatus.DONE, StudyStatus.FAILED), ids)
-        # The run's statuses, not IN (ids): a cohort can hold more studies than a statement takes parameters.
-        statuses = {i: status for i, status in session.execute(select(Study.id, Study.status)
-                                                                 .where(Study.run_id == run_id))}
-    queued = [i for i in ids if statuses.get(i) is StudyStatus.QUEUED]
+        # The run's studies that are not queued (none for a new run; index ix_studies_run_id_status), not
+        # IN (ids): a cohort can hold more studies than a statement takes parameters.
+        statuses = {i: status for i, status in session.execute(
+            select(Study.id, Study.status).where(Study.run_id == run_id, Study.status != StudyStatus.QUEUED))}
+    queued = [i for i in ids if i not in statuses]
     in_progress = sum(statuses.get(i) in (StudyStatus.RUNNING, StudyStatus.SEGMENTED) for i in ids)
     failed = sum(statuses.get(i) is StudyStatus.FAILED for i in ids)
     return Submission(run_id, model_id, fingerprint, queued, skipped, refused, in_progress, failed)

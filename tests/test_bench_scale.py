@@ -5,9 +5,14 @@ submit of more studies than a PostgreSQL statement takes parameters."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from bench.scale import fake_model, pilot_size, plan_cohort
 from db.session import open_record
@@ -24,16 +29,40 @@ STEPS = ("submit", "reconcile", "status", "report", "report_json", "export_wide"
 
 
 def test_bench_scale_json_and_rows(tmp_path: Path) -> None:
+    """A fresh cohort, kept; then its steps timed again on the kept database (``--reuse``), without the indexes of
+    revision 0009: the same rows."""
     out = tmp_path / "scale.json"
-    subprocess.run([sys.executable, "-m", "bench.scale", "--studies", str(STUDIES), "--json", str(out),
-                    "--batch", "50", "--processes", "2", "--postgres", POSTGRES_ADMIN_URL],
-                   cwd=ROOT, check=True, timeout=600, capture_output=True)
-    result = json.loads(out.read_text())
+    run = subprocess.run([sys.executable, "-m", "bench.scale", "--studies", str(STUDIES), "--json", str(out),
+                          "--batch", "50", "--processes", "2", "--postgres", POSTGRES_ADMIN_URL, "--keep"],
+                         cwd=ROOT, check=True, timeout=600, capture_output=True, text=True)
+    kept = re.search(r"kept the database: (\S+)", run.stdout)
+    assert kept is not None, run.stdout
+    name = make_url(kept.group(1)).database
+    assert name is not None and name.startswith("heartseg_scale_")
+    try:
+        check_result(json.loads(out.read_text()), indexes_dropped=0)
+        assert isinstance(json.loads(out.read_text())["record_cohort_s"], float)
+        again = tmp_path / "again.json"
+        subprocess.run([sys.executable, "-m", "bench.scale", "--studies", str(STUDIES), "--json", str(again),
+                        "--postgres", POSTGRES_ADMIN_URL, "--reuse", name, "--without-indexes"],
+                       cwd=ROOT, check=True, timeout=600, capture_output=True)
+        result = json.loads(again.read_text())
+        check_result(result, indexes_dropped=2)
+        assert result["record_cohort_s"] is None
+    finally:
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def check_result(result: dict[str, Any], indexes_dropped: int) -> None:
+    """Every step in the JSON, with the rows the cohort's plan says."""
 
     assert set(result) == {"studies", "indexes_dropped", "record_cohort_s", *(f"{s}_s" for s in STEPS),
                            *(f"{s}_rows" for s in STEPS)}
     assert result["studies"] == STUDIES
-    assert result["indexes_dropped"] == 0
+    assert result["indexes_dropped"] == indexes_dropped
     assert all(isinstance(result[f"{s}_s"], float) and result[f"{s}_s"] > 0 for s in STEPS)
 
     plan = plan_cohort(STUDIES)

@@ -118,3 +118,57 @@ def test_frame_quality_is_added_and_removed_with_the_rows_kept(record_url: str) 
         assert set(inspect(engine).get_view_names()) == VIEWS
     finally:
         engine.dispose()
+
+
+#: Revision 0009's indexes, and the ones they replace: ``{table: names}``.
+INDEXES_OF_0009 = {"studies": {"ix_studies_run_id_status"}, "qc_flags": {"ix_qc_flags_study_id_model_id"}}
+REPLACED_BY_0009 = {"studies": {"ix_studies_run_id"}, "qc_flags": {"ix_qc_flags_study_id"}}
+
+
+def _index_names(engine: Engine, table: str) -> set[str]:
+    return {index["name"] for index in inspect(engine).get_indexes(table) if index["name"]}
+
+
+def test_cohort_indexes_and_views_of_0009(record_url: str) -> None:
+    """0009 adds the cohort indexes in place of the ones they extend (and back on downgrade), on both databases;
+    the views it rewrites on PostgreSQL answer as before."""
+    engine = make_engine(record_url)
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as connection:
+            for insert in ROWS_AT_0003:
+                connection.execute(text(insert))
+            connection.execute(text("INSERT INTO metrics (study_id, model_id, frame, phase, structure, dice, iou, tp,"
+                                    " fp, fn, hd95_mm, vol_pred_ml, vol_ref_ml) VALUES (1, 1, 2, 'ES', 'LV', 0.8,"
+                                    " 0.66, 4, 1, 1, 3.0, 1, 1)"))
+        upgrade(engine, "0008")
+        views = ("SELECT structure, measure, n, mean, sd, median FROM cohort_metric_stats ORDER BY measure",
+                 "SELECT run, study_id, n_flags, severity, flags FROM run_qc")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO qc_flags (study_id, model_id, frame, flag, value, threshold,"
+                                    " severity, reason) VALUES (1, 1, NULL, 'a', 1, 2, 1, 'warn'),"
+                                    " (1, 1, 1, 'b', 1, 2, 2, 'error')"))
+            before = [connection.execute(text(sql)).all() for sql in views]
+        for table, names in REPLACED_BY_0009.items():
+            assert names <= _index_names(engine, table)
+        upgrade(engine)
+        for table, names in INDEXES_OF_0009.items():
+            assert names <= _index_names(engine, table)
+            assert not REPLACED_BY_0009[table] & _index_names(engine, table)
+        with engine.connect() as connection:
+            after = [connection.execute(text(sql)).all() for sql in views]
+        assert after[1] == before[1] == [("run-a", 1, 2, 3, "error; warn")]
+        assert [row[:3] for row in after[0]] == [row[:3] for row in before[0]] == [("LV", "dice", 2),
+                                                                                   ("LV", "hd95_mm", 1)]
+        for got, want in zip(after[0], before[0], strict=True):  # the SD of one value is NULL
+            assert [None if v is None else pytest.approx(v, rel=1e-12) for v in want[3:]] == list(got[3:])
+        check(engine)
+        downgrade(engine, "0008")
+        for table, names in INDEXES_OF_0009.items():
+            assert not names & _index_names(engine, table)
+            assert REPLACED_BY_0009[table] <= _index_names(engine, table)
+        with engine.connect() as connection:
+            assert [connection.execute(text(sql)).all() for sql in views][1] == before[1]
+        assert set(inspect(engine).get_view_names()) == VIEWS
+    finally:
+        engine.dispose()

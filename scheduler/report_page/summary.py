@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,9 +26,24 @@ from scheduler.viewer.links import ViewerLinks, add_viewer_links
 DEFAULT_WORST = 5
 
 
+#: The long rows of a run that :class:`ReportData` reads when first used: ``{attribute: reader}``.
+LONG_ROWS: dict[str, Callable[[Engine, str], list[dict[str, Any]]]] = {
+    "metric_rows": queries.run_metric_rows,
+    "index_pairs": queries.run_index_pairs,
+    "masks": queries.run_study_masks,
+    "quality_rows": queries.run_quality_rows,
+}
+
+
 @dataclass
 class ReportData:
-    """Everything the report shows of one run, as read from the record."""
+    """Everything the report shows of one run, as read from the record.
+
+    The long rows (``metric_rows``, ``index_pairs``, ``masks``, ``quality_rows``: one per study, frame or
+    structure, hundreds of thousands in a large cohort) are read from ``engine`` when first used: the page's
+    figures need them, the JSON summary only its aggregates, which PostgreSQL computes (``aggregates``; on SQLite
+    the summary computes them from the rows). Rows given to the constructor are used as they are.
+    """
 
     run: str
     status: list[dict[str, Any]]
@@ -36,20 +51,68 @@ class ReportData:
     agreement: list[dict[str, Any]]
     failures: list[dict[str, Any]]
     failed_studies: list[dict[str, Any]]
-    metric_rows: list[dict[str, Any]]
-    index_pairs: list[dict[str, Any]]
     qc: list[dict[str, Any]]
-    masks: list[dict[str, Any]]
-    quality_rows: list[dict[str, Any]] = field(default_factory=list)
-    """Per frame and structure with a ``frame_quality`` row: predicted and actual Dice
-    (:func:`db.queries.run_quality_rows`)."""
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The long rows read so far (or given), by attribute (:data:`LONG_ROWS`)."""
+    engine: Engine | None = None
+    aggregates: dict[str, list[dict[str, Any]]] | None = None
+    """From PostgreSQL: ``by_structure``, ``by_phase`` (as :func:`_stats`), ``worst`` (:func:`worst_studies`
+    less the masks), ``predicted_quality`` (:func:`predicted_quality`) and ``studies_by_predicted_quality``."""
     worst_n: int = DEFAULT_WORST
     generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
+    def _long(self, name: str) -> list[dict[str, Any]]:
+        if name not in self.rows:
+            if self.engine is None:
+                raise ValueError(f"report data of run {self.run!r} has no {name} and no record to read them from")
+            self.rows[name] = LONG_ROWS[name](self.engine, self.run)
+        return self.rows[name]
+
+    @property
+    def metric_rows(self) -> list[dict[str, Any]]:
+        """Per study, frame and structure: Dice and HD95 (:func:`db.queries.run_metric_rows`)."""
+        return self._long("metric_rows")
+
+    @property
+    def index_pairs(self) -> list[dict[str, Any]]:
+        """Per study with both: predicted and reference indices (:func:`db.queries.run_index_pairs`)."""
+        return self._long("index_pairs")
+
+    @property
+    def masks(self) -> list[dict[str, Any]]:
+        """The studies' ED and ES masks (:func:`db.queries.run_study_masks`)."""
+        return self._long("masks")
+
+    @property
+    def quality_rows(self) -> list[dict[str, Any]]:
+        """Per frame and structure with a ``frame_quality`` row: predicted and actual Dice
+        (:func:`db.queries.run_quality_rows`)."""
+        return self._long("quality_rows")
+
 
 def gather(engine: Engine, run: str, worst_n: int = DEFAULT_WORST) -> ReportData:
-    """Read run ``run``'s report from the record (:class:`~db.queries.UnknownRunError` if there is none)."""
+    """Read run ``run``'s report from the record (:class:`~db.queries.UnknownRunError` if there is none): the
+    views, the failed and flagged studies, and on PostgreSQL the summary's aggregates; the long rows are read when
+    first used (:class:`ReportData`)."""
     report = queries.run_report(engine, run)
+    aggregates = None
+    if engine.dialect.name == "postgresql":
+        stats = queries.run_metric_stats(engine, run)
+        columns = ("structure", "phase", "measure", "n", "mean", "sd", "median")
+        aggregates = {
+            "by_structure": _sorted_stats([{k: r[k] for k in columns if k != "phase"} for r in stats
+                                           if r["all_phases"]], ("structure",)),
+            "by_phase": _sorted_stats([{k: r[k] for k in columns} for r in stats if not r["all_phases"]],
+                                      ("structure", "phase")),
+            "worst": [{**r, "study_id": int(r["study_id"]), "mean_dice": float(r["mean_dice"])}
+                      for r in queries.run_lowest_mean_dice(engine, run, worst_n)],
+            "predicted_quality": _sorted_quality(queries.run_predicted_quality(engine, run)),
+            "studies_by_predicted_quality": sorted(
+                ({**r, "study_id": int(r["study_id"]), "min_predicted_dice": float(r["min_predicted_dice"]),
+                  "structure": str(r["structure"]), "phase": str(r["phase"]), "frame": int(r["frame"])}
+                 for r in queries.run_lowest_predicted_dice(engine, run)),
+                key=lambda s: (s["min_predicted_dice"], str(s["patient_id"]), s["study_id"])),
+        }
     return ReportData(
         run=run,
         status=report["status"],
@@ -57,11 +120,9 @@ def gather(engine: Engine, run: str, worst_n: int = DEFAULT_WORST) -> ReportData
         agreement=report["agreement"],
         failures=report["failures"],
         failed_studies=queries.run_failed_studies(engine, run),
-        metric_rows=queries.run_metric_rows(engine, run),
-        index_pairs=queries.run_index_pairs(engine, run),
         qc=queries.run_qc(engine, run),
-        masks=queries.run_study_masks(engine, run),
-        quality_rows=queries.run_quality_rows(engine, run),
+        engine=engine,
+        aggregates=aggregates,
         worst_n=worst_n,
     )
 
@@ -96,13 +157,23 @@ def _stats(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[
         for measure in ("dice", "hd95_mm"):
             if row[measure] is not None:
                 groups.setdefault((*(row[k] for k in keys), measure), []).append(float(row[measure]))
-    order = {s.value: i for i, s in enumerate(STRUCTURES)}
-
-    def sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:  # measure, then structures in label order, then names
-        return (key[-1], *((order.get(str(k), len(order)), str(k)) for k in key[:-1]))
-
     return [{**dict(zip((*keys, "measure"), key, strict=True)), **describe(groups[key])}
-            for key in sorted(groups, key=sort_key)]
+            for key in sorted(groups, key=_stats_order)]
+
+
+def _stats_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The order of :func:`_stats`' rows by ``(*keys, measure)``: measure, then structures in label order, then
+    names."""
+    order = {s.value: i for i, s in enumerate(STRUCTURES)}
+    return (key[-1], *((order.get(str(k), len(order)), str(k)) for k in key[:-1]))
+
+
+def _sorted_stats(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of :func:`db.queries.run_metric_stats` in :func:`_stats`' order, with its types."""
+    for row in rows:
+        row.update(n=int(row["n"]), **{k: None if row[k] is None else float(row[k]) for k in ("mean", "sd",
+                                                                                             "median")})
+    return sorted(rows, key=lambda r: _stats_order((*(r[k] for k in keys), r["measure"])))
 
 
 def study_mean_dice(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -142,7 +213,10 @@ def masks_by_study(masks: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, An
 def worst_studies(data: ReportData) -> list[dict[str, Any]]:
     """The ``worst_n`` studies with the lowest mean Dice, with their mask URIs."""
     masks = masks_by_study(data.masks)
-    ranked = sorted(study_mean_dice(data.metric_rows).values(), key=lambda s: (s["mean_dice"], s["patient_id"]))
+    if data.aggregates is not None:
+        ranked = data.aggregates["worst"]
+    else:
+        ranked = sorted(study_mean_dice(data.metric_rows).values(), key=lambda s: (s["mean_dice"], s["patient_id"]))
     return [{**s, "masks": masks.get(s["study_id"], {}).get("masks", {})} for s in ranked[:data.worst_n]]
 
 
@@ -184,6 +258,18 @@ def predicted_quality(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
+def _sorted_quality(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of :func:`db.queries.run_predicted_quality` in :func:`predicted_quality`'s order, with its types."""
+    structures = {s.value: i for i, s in enumerate(STRUCTURES)}
+    phases = {p.value: i for i, p in enumerate(Phase)}
+    out = [{"structure": str(r["structure"]), "phase": str(r["phase"]), "n": int(r["n"]),
+            "mean_predicted_dice": float(r["mean_predicted_dice"]), "n_reference": int(r["n_reference"]),
+            "mean_abs_error": None if r["mean_abs_error"] is None else float(r["mean_abs_error"]),
+            "correlation": None if r["correlation"] is None else float(r["correlation"])} for r in rows]
+    return sorted(out, key=lambda r: (structures.get(r["structure"], len(structures)), r["structure"],
+                                      phases.get(r["phase"], len(phases)), r["phase"]))
+
+
 def studies_by_predicted_quality(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every study with a predicted Dice, by its lowest one (ascending, then by patient): where it is (frame,
     phase, structure) and the actual Dice there (None without a reference)."""
@@ -213,14 +299,17 @@ def summary(data: ReportData, links: ViewerLinks | None = None) -> dict[str, Any
     study of ``flags``, ``worst`` and ``failures.studies`` (:func:`scheduler.viewer.links.add_viewer_links`).
     """
     flags = flagged_studies(data.qc)
+    aggregates = data.aggregates
     by_status = {str(r["status"]): int(r["n_studies"]) for r in data.status}
     document: dict[str, Any] = _clean({
         "run": data.run,
         "generated_at": data.generated_at,
         "counts": {"total": sum(by_status.values()), "by_status": by_status, "flagged": len(flags)},
         "statistics": {
-            "by_structure": _stats(data.metric_rows, ("structure",)),
-            "by_phase": _stats(data.metric_rows, ("structure", "phase")),
+            "by_structure": (aggregates["by_structure"] if aggregates is not None
+                             else _stats(data.metric_rows, ("structure",))),
+            "by_phase": (aggregates["by_phase"] if aggregates is not None
+                         else _stats(data.metric_rows, ("structure", "phase"))),
             "by_group": [dict(r) for r in data.group_stats],
         },
         "agreement": {str(r["index_name"]): {k: v for k, v in r.items() if k != "index_name"}
@@ -230,8 +319,11 @@ def summary(data: ReportData, links: ViewerLinks | None = None) -> dict[str, Any
         "flags": [{k: r[k] for k in ("study_id", "patient_id", "pathology_group", "status", "n_flags", "severity",
                                      "flags", "reasons")} for r in flags],
         "worst": worst_studies(data),
-        "quality": {"by_phase": predicted_quality(data.quality_rows),
-                    "studies_by_predicted_quality": studies_by_predicted_quality(data.quality_rows)},
+        "quality": ({"by_phase": aggregates["predicted_quality"],
+                     "studies_by_predicted_quality": aggregates["studies_by_predicted_quality"]}
+                    if aggregates is not None else
+                    {"by_phase": predicted_quality(data.quality_rows),
+                     "studies_by_predicted_quality": studies_by_predicted_quality(data.quality_rows)}),
     })
     if links is not None:
         add_viewer_links(document, links, data.masks, data.failed_studies)
