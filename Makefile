@@ -54,7 +54,7 @@ screenshot: $(STAMP) system viewer ## Regenerate docs/viewer.png (the viewer tes
 test: $(STAMP) system services viewer ## Install if needed, start the services, lint, type-check, run the test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when present) with the shipped model
 	$(VENV)/bin/heartseg demo
