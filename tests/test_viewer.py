@@ -263,10 +263,12 @@ def test_study_links_flagged_first() -> None:
     assert [(s["study_id"], s["flagged"]) for s in listed] == [(3, True), (1, False), (2, False)]
 
 
-def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
-    """``report --json``: a viewer_url per study in the viewer's PACS, flagged first; ``report`` prints them."""
+def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``report --json``: a viewer_url per study in the viewer's PACS, flagged first; ``report`` and ``status``
+    print them."""
     from db.session import open_record, session_scope
     from db.writes import record_qc_flags
+    from scheduler.cli.common import print_viewer_links
     from scheduler.report_page import write_report
     from tests.record_fixtures import new_run, write_results
 
@@ -283,6 +285,10 @@ def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
              "reason": "LV in 2 pieces"}])
     settings = Settings(database_url=sqlite_url, dicomweb_url=pacs, viewer_url="http://viewer:3000")
     write_report(engine, settings, "links", json_path=tmp_path / "summary.json", html=tmp_path / "page")
+    print_viewer_links(engine, settings, "links", limit=1)  # status's cut: the flagged study, then a count
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"  {sources[1]} (flagged): http://viewer:3000/viewer?StudyInstanceUIDs=1.2",
+        "  and 1 more: heartseg report links --json FILE lists them all"]
     engine.dispose()
     document = json.loads((tmp_path / "summary.json").read_text())
     urls = [s["viewer_url"] for s in document["viewer"]["studies"]]
@@ -292,7 +298,10 @@ def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
     assert {w["patient_id"]: w["viewer_url"] for w in document["worst"]}[sources[2]] is None
 
     # the page: its viewer section lists both, flagged first; the flagged study's row and montage link to it
-    links = page_links((tmp_path / "page" / "index.html").read_text())
+    html = (tmp_path / "page" / "index.html").read_text()
+    # no PACS listens there: the first montage names that, the other one of that PACS is not fetched again
+    assert html.count("the PACS does not answer") == 3 and html.count("not fetched: ") == 1, html
+    links = page_links(html)
     assert [href for section, _, href in links if section == "viewer"] == urls
     assert [href for section, _, href in links if section == "flags" and "StudyInstanceUIDs" in href] == [urls[0]]
     assert [href for _, div, href in links if div == f"study{ids[sources[1]]}"] == [urls[0]]
@@ -302,6 +311,10 @@ def test_report_gives_viewer_urls(sqlite_url: str, tmp_path: Path) -> None:
                           text=True, timeout=120, check=True).stdout
     lines = [line.strip() for line in text.splitlines() if "StudyInstanceUIDs" in line]
     assert lines == [f"{sources[1]} (flagged): {urls[0]}", f"{sources[0]}: {urls[1]}"]
+    status = subprocess.run([sys.executable, "-m", "scheduler.cli", "status", "links"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert [line.strip() for line in status.stdout.splitlines() if "StudyInstanceUIDs" in line] == lines
 
 
 def page_links(html: str) -> list[tuple[str | None, str | None, str]]:

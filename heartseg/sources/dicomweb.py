@@ -92,7 +92,11 @@ def make_client(base_url: str, auth: str | None = None) -> DICOMwebClient:
         user, _, password = auth.partition(":")
         session.auth = (user, password)
     # permissive_uid: real archives hold UIDs with leading zeros in a component (Sunnybrook's do).
-    return DICOMwebClient(url=base_url, session=session, permissive_uid=True, timeout=60)
+    client = DICOMwebClient(url=base_url, session=session, permissive_uid=True, timeout=60)
+    # The client's own retries (every error, five tries over 30 s) are off: a PACS that does not answer is a
+    # PacsError at once, which a task retries on its own schedule and a report or submit reports in one line.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _value(item: Mapping[str, Any], tag: str) -> Any:

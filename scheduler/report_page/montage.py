@@ -202,14 +202,37 @@ def montage_studies(document: Mapping[str, Any], data: ReportData) -> list[dict[
 
 
 def draw_montages(settings: Settings, entries: list[dict[str, Any]], folder: Path) -> None:
-    """Draw each entry's montage into ``folder`` (``entry["file"]``), or say why not (``entry["error"]``)."""
+    """Draw each entry's montage into ``folder`` (``entry["file"]``), or say why not (``entry["error"]``).
+
+    A storage service (PACS, S3 endpoint) that does not answer for one study is not asked again for the others:
+    their montages name its error at once.
+    """
+    from heartseg.storage import StorageError
+
+    unreachable: dict[tuple[str, str], str] = {}
     for entry in entries:
         if not entry["masks"]:
             entry["error"] = "no ED or ES mask recorded for this study"
+            continue
+        service = _service_of(str(entry["source_uri"]))
+        if service in unreachable:
+            entry["error"] = f"not fetched: {unreachable[service]}"
             continue
         try:
             view = load_study_images(settings, str(entry["source_uri"]), entry["masks"])
             entry["file"] = montage_figure(folder / f"montage_study{entry['study_id']}.png",
                                            f"{entry['patient_id']}: predicted contours", view)
+        except StorageError as exc:
+            entry["error"] = str(exc)
+            if service is not None:
+                unreachable[service] = str(exc)
         except HeartSegError as exc:
             entry["error"] = str(exc)
+
+
+def _service_of(source_uri: str) -> tuple[str, str] | None:
+    """(scheme, host and port) of a remote source; None for a local path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(source_uri)
+    return (parts.scheme, parts.netloc) if parts.scheme and parts.netloc else None
