@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         description="Network inputs per forward pass of the batched predictor (a tile and each mirrored copy "
                     "count one); unset: 8 on a CPU, 256 on a GPU (the fastest measured).",
     )
+    fold_pass: Literal["loop", "vmap"] = Field(
+        default="loop",
+        description="How the batched predictor runs an ensemble's folds over a batch of tiles on the device: "
+                    "'loop', the networks back to back; 'vmap', one vectorised call over their stacked weights "
+                    "(torch.func). Same masks; bench.fold_pass measures both.",
+    )
     studies_in_flight: int = Field(
         default=2, ge=1,
         description="Studies one segmentation worker holds at once (threads sharing its model): one on the "

@@ -166,3 +166,33 @@ def test_a_frame_whose_folds_disagree_gets_a_low_predicted_dice(acdc_root: Path,
         assert pair.predicted_dice < single.predicted_dice - 0.25
     myo_pair = two.of(Structure.MYO)
     assert myo_pair is not None and myo_pair.fold_agreement is not None and myo_pair.fold_agreement > 0.9
+
+
+def test_fold_passes_agree_and_keep_each_fold(acdc_root: Path, disagreeing_model: Path) -> None:
+    """Both ways of running the folds over a batch of tiles (back to back, and vectorised with ``torch.func``)
+    give each fold the logits it has alone, and the same ensemble. (Mirroring is the same step for both; the
+    nnU-Net agreement tests of test_inference.py cover it.)"""
+    import copy
+
+    from workers.inference.batched import FOLD_PASSES, BatchedSlidingWindow
+    from workers.inference.predictor import Segmenter
+
+    study = load_acdc_patient(acdc_root / "patient080", cine=False)
+    image = study.frame(study.ed).image[30:190, 40:220, 2:3]  # type: ignore[index]  # one tile: the heart, a slice
+    settings = Settings(device="cpu", use_mirroring=False, trusted_model_roots=[disagreeing_model.parent])
+    both = Segmenter.from_settings(settings, model_dir=disagreeing_model)
+    data = both._preprocess(image, [study.spacing[2], study.spacing[1], study.spacing[0]])["data"]
+    alone = []
+    for params in both._predictor.list_of_parameters:  # the same predictor with one fold's weights
+        single = copy.copy(both._predictor)
+        single.list_of_parameters = [params]
+        alone.append(BatchedSlidingWindow(single, 8).logits_with_folds([data])[0][0])
+    results = {fold_pass: BatchedSlidingWindow(both._predictor, 8, fold_pass=fold_pass).logits_with_folds([data])[0]
+               for fold_pass in FOLD_PASSES}
+    for fold_pass, (ensemble, per_fold) in results.items():
+        assert len(per_fold) == 2, fold_pass
+        for fold, single_logits in zip(per_fold, alone, strict=True):
+            assert torch.allclose(fold.float(), single_logits.float(), atol=0.05), fold_pass  # half precision
+        assert torch.allclose(ensemble.float(), (per_fold[0].float() + per_fold[1].float()) / 2, atol=0.01)
+    assert torch.equal(results["loop"][0].argmax(0), results["vmap"][0].argmax(0))
+    assert not torch.equal(alone[0].argmax(0), alone[1].argmax(0))  # the two folds do differ

@@ -2,7 +2,8 @@
 
 ``nnUNetPredictor`` runs every tile of a frame, and every mirrored copy of it, as its own
 forward pass with batch size 1. :class:`BatchedSlidingWindow` gathers the tiles of several
-frames, with their mirrored copies, into batches of up to ``tiles_per_batch`` network inputs.
+frames, with their mirrored copies, into batches of up to ``tiles_per_batch`` network inputs, and
+runs every fold of the model over a batch before the next (the tiles move to the device once).
 Everything else is nnU-Net's own: the padding (``pad_nd_image``), the tile positions
 (``_internal_get_sliding_window_slicers``), the Gaussian weights (``compute_gaussian``),
 autocast on CUDA, the half-precision accumulators, and the order in which tiles are added
@@ -28,6 +29,8 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from torch import nn
 
+#: The ways :class:`BatchedSlidingWindow` runs the folds over a batch of tiles.
+FOLD_PASSES = ("loop", "vmap")
 #: A tile's position: (channels, [slice index,] one slice per patch axis), as nnU-Net builds it.
 Slicer = tuple[slice | int, ...]
 
@@ -39,8 +42,8 @@ class _Window:
     data: torch.Tensor  # padded (channels, *spatial), on the device
     revert: tuple[slice, ...]  # undoes the padding
     slicers: list[Slicer]
-    logits: torch.Tensor  # half (heads, *spatial): Gaussian-weighted sum of the tiles' predictions
-    weights: torch.Tensor  # half (*spatial): sum of the Gaussian weights
+    logits: torch.Tensor  # half (folds, heads, *spatial): each fold's Gaussian-weighted sum of its tiles' predictions
+    weights: torch.Tensor  # half (*spatial): sum of the Gaussian weights (the same for every fold)
 
 
 def heart_uncertainty(logits: torch.Tensor) -> float | None:
@@ -77,9 +80,13 @@ class BatchedSlidingWindow:
         An initialised predictor; its network, plans, folds, mirroring and step size are used.
     tiles_per_batch
         Network inputs per forward pass (a tile and each of its mirrored copies count one each).
+    fold_pass
+        How the folds meet a batch of tiles, which stays on the device for all of them: ``"loop"``, the
+        networks back to back, or ``"vmap"``, one vectorised call over their stacked weights
+        (``torch.func.stack_module_state`` with ``torch.func.vmap``). ``bench.fold_pass`` measures both.
     """
 
-    def __init__(self, predictor: nnUNetPredictor, tiles_per_batch: int) -> None:
+    def __init__(self, predictor: nnUNetPredictor, tiles_per_batch: int, fold_pass: str = "loop") -> None:
         if tiles_per_batch < 1:
             raise ValueError(f"tiles_per_batch must be at least 1, got {tiles_per_batch}")
         self.predictor = predictor
@@ -87,6 +94,10 @@ class BatchedSlidingWindow:
         self.patch_size = tuple(predictor.configuration_manager.patch_size)
         self.heads = predictor.label_manager.num_segmentation_heads
         self.networks = self._networks_per_fold(predictor)
+        if fold_pass not in FOLD_PASSES:
+            raise ValueError(f"fold_pass must be one of {FOLD_PASSES}, got {fold_pass!r}")
+        self.fold_pass = fold_pass if len(self.networks) > 1 else "loop"
+        self._stacked = _StackedNetworks(self.networks) if self.fold_pass == "vmap" else None
         mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
         axes = [m + 2 for m in mirror_axes] if mirror_axes else []
         self.flips: list[tuple[int, ...]] = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
@@ -108,8 +119,8 @@ class BatchedSlidingWindow:
     def logits(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Logits of each preprocessed frame ``(channels, *spatial)``, on the CPU in half precision.
 
-        Equal, frame for frame, to ``nnUNetPredictor.predict_logits_from_preprocessed_data``: the
-        folds' logits are summed on the CPU in fold order and divided by their number.
+        Equal, frame for frame, to ``nnUNetPredictor.predict_logits_from_preprocessed_data`` up to rounding:
+        the mean of the folds' logits (nnU-Net sums them in half precision on the CPU, this in float32).
         """
         return [ensemble for ensemble, _ in self.logits_with_folds(frames)]
 
@@ -117,27 +128,18 @@ class BatchedSlidingWindow:
     def logits_with_folds(self, frames: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
         """``(ensemble logits, [each fold's logits])`` of each preprocessed frame, on the CPU in half precision.
 
-        The ensemble's logits are those of :meth:`logits`; each fold's are its own sliding window (averaged over
-        its mirrored copies), kept for the quality signals (:mod:`workers.inference.quality_signals`).
+        Every batch of tiles goes through all folds while it is on the device; each fold's logits are its own
+        sliding window (averaged over its mirrored copies), kept for the quality signals
+        (:mod:`workers.inference.quality_signals`); the ensemble's are their mean, as nnU-Net's.
         """
-        folds: list[list[torch.Tensor]] = [[] for _ in frames]
-        total: list[torch.Tensor] | None = None
-        for network in self.networks:
-            per_frame = [f.to("cpu") for f in self._sliding_window(network, frames)]
-            for kept, fold_logits in zip(folds, per_frame, strict=True):
-                kept.append(fold_logits)
-            if total is None:
-                total = [f.clone() for f in per_frame] if len(self.networks) > 1 else per_frame
-            else:
-                total = [t.add_(f) for t, f in zip(total, per_frame, strict=True)]
-        if total is None:
-            raise RuntimeError("the predictor holds no network parameters (no fold was loaded)")
-        if len(self.networks) > 1:
-            for t in total:
-                t /= len(self.networks)
-        return list(zip(total, folds, strict=True))
+        results = []
+        for per_fold in self._sliding_window(frames):
+            ensemble = per_fold.float().mean(0).half() if len(per_fold) > 1 else per_fold[0].clone()
+            results.append((ensemble.to("cpu"), list(per_fold.to("cpu").unbind(0))))
+        return results
 
-    def _sliding_window(self, network: nn.Module, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def _sliding_window(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each frame's logits ``(folds, heads, *spatial)``, on the device."""
         autocast = torch.autocast(self.device.type) if self.device.type == "cuda" else nullcontext()
         with autocast:
             windows = [self._window(frame) for frame in frames]
@@ -148,39 +150,65 @@ class BatchedSlidingWindow:
                     # One batch shape on a GPU: cuDNN searches its algorithms once, not for every remainder.
                     inputs = torch.cat([inputs, inputs.new_zeros((self.tiles_per_pass - len(batch),
                                                                   *inputs.shape[1:]))])
-                predictions = self._mirror_and_predict(network, inputs)[:len(batch)]
+                predictions = self._mirror_and_predict(inputs)[:, :len(batch)]  # (folds, tiles, heads, *patch)
                 if self.gaussian is not None:
                     predictions *= self.gaussian
-                for (window, slicer), prediction in zip(batch, predictions, strict=True):
-                    window.logits[slicer] += prediction
+                for index, (window, slicer) in enumerate(batch):
+                    window.logits[(slice(None), *slicer)] += predictions[:, index]
                     window.weights[slicer[1:]] += self.gaussian if self.gaussian is not None else 1
             results = []
             for w in windows:
                 torch.div(w.logits, w.weights, out=w.logits)
                 if torch.any(torch.isinf(w.logits)):
                     raise RuntimeError("infinite logits in the sliding-window sum (half-precision overflow)")
-                results.append(w.logits[(slice(None), *w.revert[1:])])
+                results.append(w.logits[(slice(None), slice(None), *w.revert[1:])])
         return results
 
     def _window(self, frame: torch.Tensor) -> _Window:
         data, revert = pad_nd_image(frame, self.patch_size, "constant", {"value": 0}, True, None)
         data = data.to(self.device)
         slicers = self.predictor._internal_get_sliding_window_slicers(data.shape[1:])
-        logits = torch.zeros((self.heads, *data.shape[1:]), dtype=torch.half, device=self.device)
+        logits = torch.zeros((len(self.networks), self.heads, *data.shape[1:]), dtype=torch.half,
+                             device=self.device)
         weights = torch.zeros(data.shape[1:], dtype=torch.half, device=self.device)
         return _Window(data, tuple(revert), slicers, logits, weights)
 
-    def _mirror_and_predict(self, network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        """nnU-Net's ``_internal_maybe_mirror_and_predict`` for a batch, with every mirrored copy in one pass."""
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Every fold's output for ``batch``: ``(folds, *output shape)``."""
+        if self._stacked is not None:
+            return self._stacked(batch)
+        return torch.stack([network(batch) for network in self.networks])
+
+    def _mirror_and_predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's ``_internal_maybe_mirror_and_predict`` for a batch and every fold, with every mirrored copy
+        in the same pass: ``(folds, tiles, heads, *patch)``."""
         if not self.flips:
-            return network(inputs)
+            return self._forward(inputs)
         batch = torch.cat([inputs, *(torch.flip(inputs, axes) for axes in self.flips)])
-        outputs = network(batch).split(len(inputs))
+        outputs = self._forward(batch).split(len(inputs), dim=1)
         prediction = outputs[0]
         for axes, output in zip(self.flips, outputs[1:], strict=True):
-            prediction += torch.flip(output, axes)
+            prediction += torch.flip(output, [axis + 1 for axis in axes])
         prediction /= len(self.flips) + 1
         return prediction
+
+
+class _StackedNetworks:
+    """Identical networks as one vectorised call over their stacked weights (PyTorch's ensembling recipe)."""
+
+    def __init__(self, networks: Sequence[nn.Module]) -> None:
+        from torch.func import stack_module_state
+
+        self.params, self.buffers = stack_module_state(list(networks))
+        self.base = copy.deepcopy(networks[0]).to("meta")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call, vmap
+
+        def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(self.base, (params, buffers), (batch,))
+
+        return vmap(one)(self.params, self.buffers)
 
 
 def _chunks(items: Sequence[tuple[_Window, Slicer]], size: int) -> Iterator[Sequence[tuple[_Window, Slicer]]]:

@@ -1,5 +1,7 @@
 """Segment study frames with a trained nnU-Net v2 model, inside the calling process.
 
+Length: one module on purpose: it is one class, :class:`Segmenter`, whose pipelined steps share its state.
+
 The model is loaded once (:class:`Segmenter`) and reused for every frame. Each frame goes
 through nnU-Net's own three steps (preprocess, sliding-window logits, export), as
 ``nnUNetPredictor.predict_single_npy_array`` runs them, without child processes, so it runs
@@ -127,6 +129,9 @@ class Segmenter:
         one tile per pass).
     tiles_per_batch
         Network inputs per forward pass of the batched predictor; None: 8 on a CPU, 256 on a GPU.
+    fold_pass
+        How the batched predictor runs the folds over a batch of tiles: ``loop`` or ``vmap``
+        (:class:`~workers.inference.batched.BatchedSlidingWindow`).
     max_resampled_voxels
         Frames with more voxels than this once resampled to the model's spacing are refused (StudyError).
     postprocessing
@@ -145,6 +150,7 @@ class Segmenter:
         device: str = "auto",
         predictor: PredictorKind = "batched",
         tiles_per_batch: int | None = None,
+        fold_pass: str = "loop",
         max_resampled_voxels: int = MAX_RESAMPLED_VOXELS,
         postprocessing: bool = True,
     ) -> None:
@@ -174,7 +180,8 @@ class Segmenter:
         use_folds = tuple(int(f) if f != "all" else f for f in folds) if folds else None
         self._load(use_folds, checkpoint)
         self.predictor_kind = predictor
-        self._batched = (BatchedSlidingWindow(self._predictor, tiles_per_batch or default_tiles_per_batch(self.device))
+        self._batched = (BatchedSlidingWindow(self._predictor, tiles_per_batch or default_tiles_per_batch(self.device),
+                                              fold_pass=fold_pass)
                          if predictor == "batched" else None)
         self._device_lock = threading.Lock()
         logger.info("loaded model %s (%s) on %s, %s predictor, postprocessing %s", self.model_dir,
@@ -228,6 +235,7 @@ class Segmenter:
             device=settings.device,
             predictor=settings.predictor,
             tiles_per_batch=settings.tiles_per_batch,
+            fold_pass=settings.fold_pass,
             postprocessing=settings.postprocessing,
         )
 
