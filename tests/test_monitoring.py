@@ -16,9 +16,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from heartseg.phantom import write_cohort
 from scheduler.worker_launcher import check_flower_auth
 from tests.conftest import free_port
+from tests.phantom_cache import write_cohort
 from tests.test_pipeline_e2e import environment, heartseg  # noqa: F401 - the fixture
 
 AUTH = ("operator", "s3cret-pass")

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from db.schema import CardiacIndex, Mask, Metric, Study
 from db.session import make_engine, session_scope
 from heartseg.enums import StudyStatus
-from heartseg.phantom import write_cohort
+from tests.phantom_cache import write_cohort
 
 VALIDATION = ["patient019", "patient039", "patient059", "patient079"]
 

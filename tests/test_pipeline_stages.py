@@ -18,11 +18,11 @@ from sqlalchemy import Engine, func, select
 from db.schema import CardiacIndex, Mask, Metric, Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from heartseg.studies import open_study
 from scheduler.submit import Submission, submit_sources
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
 from workers.stage_context import StageContext

@@ -24,10 +24,10 @@ from db.schema import FrameQualityRow, Mask, QualityFlag
 from db.session import open_record, session_scope
 from db.writes import record_frame_quality, record_qc_flags
 from heartseg.labels import Phase, Structure
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from scheduler.submit import submit_sources
+from tests.phantom_cache import write_cohort
 from tests.record_fixtures import new_run
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle

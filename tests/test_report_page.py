@@ -25,13 +25,13 @@ from sqlalchemy import Engine
 from db import queries
 from db.session import open_record
 from heartseg.labels import Structure
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from heartseg.studies import open_study
 from scheduler.report_page import display_plane, write_report
 from scheduler.report_page.figures import QUALITY_FIGURE
 from scheduler.submit import submit_sources
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers.pipeline import ModelInfo, OnLabels, evaluate_stage, segment_stage

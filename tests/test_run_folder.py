@@ -13,9 +13,9 @@ from sqlalchemy import select
 from db.schema import Study, Worker
 from db.session import make_engine
 from heartseg.enums import StudyStatus
-from heartseg.phantom import write_cohort
 from heartseg.settings import PROJECT_ROOT, Settings
 from scheduler.local_run import run_folder_settings
+from tests.phantom_cache import write_cohort
 
 
 def test_run_keeps_everything_in_its_folder(tmp_path: Path) -> None:

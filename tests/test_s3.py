@@ -14,12 +14,12 @@ from db.schema import Mask, Metric, Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings, get_settings
 from heartseg.sources.s3 import discover_s3, fetch
 from heartseg.storage import S3Store, StorageError
 from scheduler.submit import submit_sources
 from tests.conftest import upload_folder
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage

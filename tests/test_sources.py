@@ -17,7 +17,6 @@ from db.schema import Mask, Metric, Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.sources import (
     Discovery,
@@ -32,6 +31,7 @@ from heartseg.sources import (
 from heartseg.sources.local import LocalSource
 from heartseg.storage import LocalStore
 from scheduler.submit import submit_sources
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from db.schema import Worker
 from db.session import make_engine
-from heartseg.phantom import write_cohort
 from heartseg.settings import PROJECT_ROOT
 from scheduler.progress import workers_view
+from tests.phantom_cache import write_cohort
 
 
 def worker(name: str, queue: str, error: str | None = None, device: str | None = None) -> Worker:

@@ -24,13 +24,13 @@ from sqlalchemy import select
 from db.schema import Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.sources import discover_studies
 from heartseg.storage import LocalStore
 from scheduler.submit import submit_sources
 from tests.bad_input import changed_outside, snapshot
 from tests.conftest import require_shared
+from tests.phantom_cache import write_cohort
 from tests.test_dicom import copy_series, edit
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from heartseg.phantom import write_cohort
 from heartseg.settings import PROJECT_ROOT
+from tests.phantom_cache import write_cohort
 
 SHIPPED_MODEL = PROJECT_ROOT / "models" / "Dataset027_ACDC" / "nnUNetTrainer__HeartSegPlans__2d"
 

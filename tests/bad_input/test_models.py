@@ -11,10 +11,10 @@ from db.schema import Study
 from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.models import ModelError
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.storage import LocalStore
 from scheduler.submit import submit_sources
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from workers.pipeline import refuse_study
 from workers.stage_context import StageContext

@@ -19,7 +19,6 @@ from db.session import open_record, session_scope
 from heartseg.enums import StudyStatus
 from heartseg.errors import StudyError
 from heartseg.paths import check_object_key, inside, key_part
-from heartseg.phantom import write_cohort
 from heartseg.settings import Settings
 from heartseg.sources.base import Selection
 from heartseg.sources.dicomweb import cached_series
@@ -28,6 +27,7 @@ from heartseg.storage import LocalStore, StorageError, mask_key, seg_key
 from scheduler.submit import submit_sources
 from tests.bad_input import changed_outside, snapshot
 from tests.conftest import upload_folder
+from tests.phantom_cache import write_cohort
 from tests.test_models import fake_model
 from tests.test_pipeline_stages import Oracle
 from workers.pipeline import ModelInfo, evaluate_stage, segment_stage
