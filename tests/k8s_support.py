@@ -2,6 +2,9 @@
 
 Each ``*_problems`` function returns a list of human-readable problems (empty when the manifests comply), so
 that a test asserts ``== []`` and a second test can feed it a deliberately broken copy to show that it bites.
+
+Length: one checker per policy (security, resources, probes, GPU, KEDA, network), each short, over the same
+rendering helpers; kept beside each other so that a policy and its helpers read together.
 """
 
 from __future__ import annotations

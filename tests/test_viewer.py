@@ -7,6 +7,9 @@ SwiftShader) logs in, opens the study list, finds the study, opens it, loads the
 segments in the segmentation panel in the colours the SEG recommends (HeartSeg's), those colours in the
 pixels of the viewport, and leaves no error in the console. The other tests check the proxy, the login, the
 generated configuration (evaluated by node), the links of the report, and the pinned OHIF release.
+
+Length: the tests share module fixtures that take half a minute to build (Orthanc, the published study, the
+running viewer), so they live in one module.
 """
 
 from __future__ import annotations
