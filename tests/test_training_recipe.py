@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from heartseg.settings import Settings
 from workers.training.dataset import convert_acdc, write_split
 from workers.training.split import (
     ALL_PATIENTS,
@@ -72,3 +73,27 @@ def test_shipped_model_uses_the_reduced_plans() -> None:
     assert plans["plans_name"] == "HeartSegPlans"
     assert config["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 128, 128]
     assert config["patch_size"] == [160, 160]
+
+
+def test_half_weights_keep_shared_tensors_shared(tmp_path: Path) -> None:
+    """``export --half``: the shipped fold's weights in half precision, in a file about half the size (nnU-Net's
+    decoder shares its encoder's tensors; each is written once), loading into the network as before."""
+    import torch
+
+    from workers.training.recipe import half_weights
+
+    source = Settings().model_dir / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    half = half_weights(weights)
+    assert half.keys() == weights.keys()
+    assert all(h.dtype == torch.float16 for h in half.values() if h.is_floating_point())
+    shared = [(a, b) for a in weights for b in weights
+              if a < b and weights[a].untyped_storage().data_ptr() == weights[b].untyped_storage().data_ptr()]
+    assert shared  # the decoder's copy of the encoder
+    assert all(half[a].untyped_storage().data_ptr() == half[b].untyped_storage().data_ptr() for a, b in shared)
+    torch.save({**checkpoint, "network_weights": half}, tmp_path / "half.pth")
+    assert (tmp_path / "half.pth").stat().st_size < 0.55 * source.stat().st_size
+    for name, tensor in weights.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(half[name].float(), tensor, rtol=1e-3, atol=1e-4), name

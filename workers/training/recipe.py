@@ -39,6 +39,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from heartseg.phantom import write_cohort
 from heartseg.settings import PROJECT_ROOT, get_settings
@@ -225,9 +226,7 @@ def export(work: Path, fold: int, target: Path = EXPORT_DIR, checkpoint: str = "
 
     source = fold_output(work, fold).parent
     ckpt = torch.load(source / f"fold_{fold}" / checkpoint, map_location="cpu", weights_only=False)
-    weights = ckpt["network_weights"]
-    if half:
-        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    weights = half_weights(ckpt["network_weights"]) if half else ckpt["network_weights"]
     slim = {
         "network_weights": weights,
         "trainer_name": "nnUNetTrainer",  # same network; resolvable by every nnunetv2 install
@@ -243,6 +242,22 @@ def export(work: Path, fold: int, target: Path = EXPORT_DIR, checkpoint: str = "
     for name in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
         shutil.copyfile(source / name, target / name)
     return target
+
+
+def half_weights(weights: dict[str, Any]) -> dict[str, Any]:
+    """The state dict with its floating-point tensors in half precision; entries that share one tensor (nnU-Net's
+    decoder holds its encoder) share its half copy too, so ``torch.save`` writes each once."""
+    halves: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], Any] = {}
+    converted = {}
+    for name, tensor in weights.items():
+        if not tensor.is_floating_point():
+            converted[name] = tensor
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if key not in halves:
+            halves[key] = tensor.half()
+        converted[name] = halves[key]
+    return converted
 
 
 def _folds(text: str) -> list[int]:
