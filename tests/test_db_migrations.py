@@ -57,14 +57,19 @@ def _row_counts(engine: Engine) -> dict[str, int]:
         return {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in sorted(TABLES)}
 
 
+def _one_row_each_at_0003(engine: Engine) -> None:
+    """The record at revision 0003 with one row in every table (``ROWS_AT_0003``)."""
+    upgrade(engine, "0003")
+    with engine.begin() as connection:
+        for insert in ROWS_AT_0003:
+            connection.execute(text(insert))
+
+
 def test_recorded_rows_survive_the_enum_columns_migration(record_url: str) -> None:
     """0004 alters tables that others reference (SQLite recreates them): no row is lost either way."""
     engine = make_engine(record_url)
     try:
-        upgrade(engine, "0003")
-        with engine.begin() as connection:
-            for insert in ROWS_AT_0003:
-                connection.execute(text(insert))
+        _one_row_each_at_0003(engine)
         every_table_one_row = dict.fromkeys(sorted(TABLES), 1)
         assert _row_counts(engine) == every_table_one_row
         upgrade(engine)
@@ -134,10 +139,8 @@ def test_cohort_indexes_and_views_of_0009(record_url: str) -> None:
     the views it rewrites on PostgreSQL answer as before."""
     engine = make_engine(record_url)
     try:
-        upgrade(engine, "0003")
+        _one_row_each_at_0003(engine)
         with engine.begin() as connection:
-            for insert in ROWS_AT_0003:
-                connection.execute(text(insert))
             connection.execute(text("INSERT INTO metrics (study_id, model_id, frame, phase, structure, dice, iou, tp,"
                                     " fp, fn, hd95_mm, vol_pred_ml, vol_ref_ml) VALUES (1, 1, 2, 'ES', 'LV', 0.8,"
                                     " 0.66, 4, 1, 1, 3.0, 1, 1)"))
