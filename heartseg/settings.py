@@ -98,6 +98,12 @@ class Settings(BaseSettings):
                     "'loop', the networks back to back; 'vmap', one vectorised call over their stacked weights "
                     "(torch.func). Same masks; bench.fold_pass measures both.",
     )
+    resampling: Literal["plans", "torch"] = Field(
+        default="plans",
+        description="'plans': the model's own resampling of the image in and the probabilities out (nnU-Net's "
+                    "scipy functions for the shipped model); 'torch': nnU-Net's torch resampling on the "
+                    "segmentation device (masks differ by a few voxels; bench.resampling measures them).",
+    )
     studies_in_flight: int = Field(
         default=2, ge=1,
         description="Studies one segmentation worker holds at once (threads sharing its model): one on the "

@@ -130,3 +130,23 @@ def test_batched_predictor_agrees_with_nnunet_predictor(acdc_root: Path, mirrori
             differing += int((a != b).sum())
             total += a.size
     assert total > 0 and differing <= 1e-4 * total, f"{differing} of {total} voxels differ"
+
+
+@pytest.mark.acdc
+def test_torch_resampling_is_nnunets_and_changes_few_voxels(segmenter: Segmenter, acdc_root: Path) -> None:
+    """``HEARTSEG_RESAMPLING=torch``: nnU-Net's torch resampling in and out, the labels of the plans' own
+    resampling but for a few voxels at the edges (bench.resampling measures them on the validation patients)."""
+    from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
+
+    settings = Settings(device="cpu", use_mirroring=False, postprocessing=False, resampling="torch")
+    torch_resampled = Segmenter.from_settings(settings)
+    manager = torch_resampled._predictor.configuration_manager
+    for function in (manager.resampling_fn_data, manager.resampling_fn_probabilities):
+        assert function.func is resample_torch_fornnunet  # type: ignore[attr-defined]
+    assert segmenter._predictor.configuration_manager.resampling_fn_data.func is not resample_torch_fornnunet  # type: ignore[attr-defined]
+    study = load_acdc_patient(acdc_root / "patient057", cine=False)  # 0.70 mm pixels, resampled to 1.5625 mm
+    image = study.frame(study.ed).image[:, :, 3:6]  # type: ignore[index]  # three slices, every tile of them
+    ours, theirs = torch_resampled.segment(image, study.spacing), segmenter.segment(image, study.spacing)
+    assert ours.shape == theirs.shape == image.shape
+    assert set(np.unique(ours)) == {0, 1, 2, 3}
+    assert 0 < int((ours != theirs).sum()) < 0.01 * ours.size

@@ -60,6 +60,7 @@ from heartseg.settings import Settings
 from heartseg.studies.model import Study
 from workers.inference.batched import BatchedSlidingWindow, default_tiles_per_batch
 from workers.inference.quality_signals import frame_quality
+from workers.inference.resampling import use_torch_resampling
 from workers.monitoring import observe_stage
 from workers.quality import FrameQuality, QualityCalibration, load_calibration
 
@@ -132,6 +133,9 @@ class Segmenter:
     fold_pass
         How the batched predictor runs the folds over a batch of tiles: ``loop`` or ``vmap``
         (:class:`~workers.inference.batched.BatchedSlidingWindow`).
+    resampling
+        ``plans``: the model's own resampling; ``torch``: nnU-Net's torch resampling on the device
+        (:mod:`workers.inference.resampling`).
     max_resampled_voxels
         Frames with more voxels than this once resampled to the model's spacing are refused (StudyError).
     postprocessing
@@ -151,6 +155,7 @@ class Segmenter:
         predictor: PredictorKind = "batched",
         tiles_per_batch: int | None = None,
         fold_pass: str = "loop",
+        resampling: str = "plans",
         max_resampled_voxels: int = MAX_RESAMPLED_VOXELS,
         postprocessing: bool = True,
     ) -> None:
@@ -179,6 +184,9 @@ class Segmenter:
         )
         use_folds = tuple(int(f) if f != "all" else f for f in folds) if folds else None
         self._load(use_folds, checkpoint)
+        if resampling == "torch":
+            use_torch_resampling(self._predictor.configuration_manager, self.device)
+        self.resampling = resampling
         self.predictor_kind = predictor
         self._batched = (BatchedSlidingWindow(self._predictor, tiles_per_batch or default_tiles_per_batch(self.device),
                                               fold_pass=fold_pass)
@@ -236,6 +244,7 @@ class Segmenter:
             predictor=settings.predictor,
             tiles_per_batch=settings.tiles_per_batch,
             fold_pass=settings.fold_pass,
+            resampling=settings.resampling,
             postprocessing=settings.postprocessing,
         )
 
