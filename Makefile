@@ -62,7 +62,7 @@ demo: $(STAMP) ## Segment a phantom cohort (and ACDC's validation patients when 
 		$(VENV)/bin/heartseg reference-indices "$(HEARTSEG_SHARED_DATA)/acdc/training"; \
 	fi
 
-bench: $(STAMP) services ## Measure enqueueing, inference, HeartSeg vs nnUNetv2_predict, a simulated GPU host, the record at 100,000 studies, the fold passes (docs/bench-*.md; about two hours)
+bench: $(STAMP) services ## Measure enqueueing, inference, HeartSeg vs nnUNetv2_predict, a simulated GPU host, the record at 100,000 studies, the fold passes, the resampling (docs/bench-*.md; about two hours)
 	$(PY) -m bench.enqueue
 	$(PY) -m bench.inference
 	$(PY) -m bench.dicom_seg
@@ -70,6 +70,7 @@ bench: $(STAMP) services ## Measure enqueueing, inference, HeartSeg vs nnUNetv2_
 	$(PY) -m bench.pipeline_sim
 	$(PY) -m bench.scale --studies 100000 --json docs/bench-scale-100000.json
 	$(PY) -m bench.fold_pass --stand-in-folds 5 --patients 1 --frames 1 --repeats 2 --json docs/bench-fold-pass-cpu.json
+	$(PY) -m bench.resampling --json docs/bench-resampling-cpu.json
 
 model: $(STAMP) ## Reproduce the shipped five-fold model, its cross-validation and quality calibration (hours per fold on 2 CPU cores)
 	$(PY) -m workers.training.recipe all --half

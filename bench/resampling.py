@@ -4,8 +4,8 @@
 validation patients twice with the shipped model: with the plans' resampling and with
 ``resample_torch_fornnunet`` (:mod:`workers.inference.resampling`). For each it reports the CPU seconds
 (``time.process_time``, every thread of this process) and the wall seconds per frame of the work outside the
-forward passes (preprocessing, export), how many voxels of the masks differ between the two, and the Dice of
-each against the reference labels.
+forward passes (preprocessing, export; and of the export, the quality signals alone), how many voxels of the
+masks differ between the two, and the Dice of each against the reference labels.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def measure(settings: Settings, n_patients: int) -> dict[str, Any]:
     import torch
 
     from workers.inference.predictor import Segmenter
+    from workers.inference.quality_signals import frame_quality
     from workers.metrics import compare_label_maps
     from workers.training.split import VALIDATION_PATIENTS
 
@@ -38,6 +39,7 @@ def measure(settings: Settings, n_patients: int) -> dict[str, Any]:
                   for mode in MODES}
     cpu: dict[str, list[float]] = {f"{m}_{s}": [] for m in MODES for s in ("preprocess", "export")}
     wall: dict[str, list[float]] = {key: [] for key in cpu}
+    cpu["quality_signals"] = []
     dice: dict[str, list[float]] = {m: [] for m in MODES}
     differing = voxels = 0
     for patient in VALIDATION_PATIENTS[:n_patients]:
@@ -55,6 +57,10 @@ def measure(settings: Settings, n_patients: int) -> dict[str, Any]:
                 labels[mode], _ = segmenter._export(logits, item["data_properties"], 0, None)
                 cpu[f"{mode}_export"].append(time.process_time() - started)
                 wall[f"{mode}_export"].append(time.perf_counter() - clock)
+                if mode == "plans":  # of the export: the quality signals alone (the same for both resamplings)
+                    started = time.process_time()
+                    frame_quality(logits[1], logits[0], labels[mode], study.spacing)
+                    cpu["quality_signals"].append(time.process_time() - started)
                 assert frame.reference is not None
                 dice[mode] += [m.dice for m in compare_label_maps(labels[mode], frame.reference,
                                                                   study.spacing, STRUCTURES).values()]
@@ -66,7 +72,8 @@ def measure(settings: Settings, n_patients: int) -> dict[str, Any]:
                               "voxel_fraction_differing": round(differing / voxels, 6) if voxels else None}
     for key in cpu:
         result[f"{key}_cpu_s_per_frame"] = round(statistics.fmean(cpu[key]), 4)
-        result[f"{key}_wall_s_per_frame"] = round(statistics.fmean(wall[key]), 4)
+        if key in wall:
+            result[f"{key}_wall_s_per_frame"] = round(statistics.fmean(wall[key]), 4)
     for mode in MODES:
         result[f"{mode}_cpu_s_per_frame_outside_forward"] = round(
             result[f"{mode}_preprocess_cpu_s_per_frame"] + result[f"{mode}_export_cpu_s_per_frame"], 4)
