@@ -255,6 +255,13 @@ def run_study_masks(engine: Engine, run: str) -> list[dict[str, Any]]:
     return fetch(engine, _RUN_STUDY_MASKS_SQL, run=run)
 
 
+def run_has_dicomweb_studies(engine: Engine, run: str) -> bool:
+    """Whether any study of ``run`` comes from a DICOMweb service (``dicomweb://`` or ``dicomwebs://``): one
+    indexed look, before the run's masks and flags are read for viewer links."""
+    return bool(fetch(engine, "SELECT EXISTS (SELECT 1 FROM studies s JOIN runs r ON r.id = s.run_id "
+                              "WHERE r.name = :run AND s.source_uri LIKE 'dicomweb%') AS found", run=run)[0]["found"])
+
+
 def run_failed_studies(engine: Engine, run: str) -> list[dict[str, Any]]:
     """The failed studies of ``run``: patient, source and the recorded reason."""
     return fetch(engine, _RUN_FAILED_STUDIES_SQL, run=run)

@@ -5,6 +5,8 @@ predicted labels damaged on purpose (an island far away, a structure missing on 
 slice, a hole in the myocardium) gets the matching flag, read back from view ``run_qc`` and table
 ``qc_flags`` on PostgreSQL and SQLite; a segmenter that hands over quality signals (uncertainty, predicted
 Dice) gets them recorded in ``masks`` and ``frame_quality`` and flagged.
+
+Length: the flags' tests share the phantom frames and the record fixtures built at the top.
 """
 
 from __future__ import annotations

@@ -99,9 +99,12 @@ def add_viewer_links(document: MutableMapping[str, Any], links: ViewerLinks,
 
 
 def run_viewer_links(engine: Engine, run: str, links: ViewerLinks) -> list[dict[str, Any]]:
-    """:func:`study_links` of a run, from the record (its studies with masks, and its failed ones)."""
+    """:func:`study_links` of a run, from the record (its studies with masks, and its failed ones); nothing read
+    beyond one look when no study of the run comes from DICOMweb (``status`` asks on every call)."""
     from db import queries
     from scheduler.report_page.summary import flagged_studies
 
+    if not queries.run_has_dicomweb_studies(engine, run):
+        return []
     return study_links(links, flagged_studies(queries.run_qc(engine, run)), queries.run_study_masks(engine, run),
                        queries.run_failed_studies(engine, run))
